@@ -1,0 +1,188 @@
+//! One error type for the whole engine: a stable machine-readable [`ErrorCode`] and a message a person can act on.
+//!
+//! The codes are part of webr1's public surface (the JS API turns them into `Error.code`, the CLI prints them), so they
+//! never change meaning. Every code webr1 can return is listed here, in one place:
+//!
+//! | code | when |
+//! |---|---|
+//! | `io.not_found` | a model file does not exist |
+//! | `io.read` | reading a file or stream failed |
+//! | `gguf.bad_magic` | the bytes do not start with `GGUF` |
+//! | `gguf.unsupported_version` | a GGUF version other than 2 or 3 |
+//! | `gguf.truncated` | the bytes end inside the header, or a tensor reaches past the end of the file |
+//! | `gguf.too_large` | a count or length above webr1's caps or above the bytes that exist |
+//! | `gguf.bad_utf8` | a key or string value that is not UTF-8 |
+//! | `gguf.bad_value_type` | an unknown metadata value type |
+//! | `gguf.duplicate_key` | a metadata key appears twice |
+//! | `gguf.bad_alignment` | `general.alignment` is zero, not a power of two, or not a `u32` |
+//! | `gguf.bad_tensor_type` | an unknown GGML tensor type id |
+//! | `gguf.bad_shape` | zero or too many dimensions, an empty or overflowing shape, or rows that are not whole blocks |
+//! | `gguf.duplicate_tensor` | two tensors with the same name |
+//! | `gguf.tensor_misaligned` | a tensor offset that is not a multiple of the alignment |
+//! | `gguf.tensor_overlap` | two tensors that share bytes |
+//! | `gguf.tensor_out_of_range` | a tensor that lies outside the data section |
+//! | `gguf.bad_split` | split files whose `split.no` / `split.count` / file names do not agree |
+//! | `gguf.missing_key` | a required metadata key is absent |
+//! | `gguf.wrong_type` | a metadata key holds a value of another type than the one required |
+//! | `quant.unsupported_type` | a GGML type webr1 knows but does not compute with (IQ formats, ...) |
+//! | `config.unsupported_architecture` | `general.architecture` other than `qwen2` or `llama` |
+//! | `config.bad_value` | a hyper-parameter that is missing a tensor, inconsistent or out of range |
+//! | `tokenizer.unsupported_model` | `tokenizer.ggml.model` other than `gpt2` (byte-level BPE) |
+//! | `tokenizer.unsupported_pre` | a `tokenizer.ggml.pre` webr1 does not know (never guessed) |
+//! | `tokenizer.bad_vocab` | token, type or merge arrays that disagree or hold bad entries |
+//! | `tokenizer.encode` | tokenisation failed |
+//! | `chat.no_template` | the model has no `tokenizer.chat_template` |
+//! | `chat.template` | the chat template failed to compile or render |
+//! | `chat.bad_messages` | messages that are not `{role, content}` objects |
+//! | `usage` | a bad argument to a webr1 call or command |
+
+use std::fmt;
+
+/// Stable error codes; see the module docs for when each is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    IoNotFound,
+    IoRead,
+    GgufBadMagic,
+    GgufUnsupportedVersion,
+    GgufTruncated,
+    GgufTooLarge,
+    GgufBadUtf8,
+    GgufBadValueType,
+    GgufDuplicateKey,
+    GgufBadAlignment,
+    GgufBadTensorType,
+    GgufBadShape,
+    GgufDuplicateTensor,
+    GgufTensorMisaligned,
+    GgufTensorOverlap,
+    GgufTensorOutOfRange,
+    GgufBadSplit,
+    GgufMissingKey,
+    GgufWrongType,
+    QuantUnsupportedType,
+    ConfigUnsupportedArchitecture,
+    ConfigBadValue,
+    TokenizerUnsupportedModel,
+    TokenizerUnsupportedPre,
+    TokenizerBadVocab,
+    TokenizerEncode,
+    ChatNoTemplate,
+    ChatTemplate,
+    ChatBadMessages,
+    Usage,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::IoNotFound,
+        Self::IoRead,
+        Self::GgufBadMagic,
+        Self::GgufUnsupportedVersion,
+        Self::GgufTruncated,
+        Self::GgufTooLarge,
+        Self::GgufBadUtf8,
+        Self::GgufBadValueType,
+        Self::GgufDuplicateKey,
+        Self::GgufBadAlignment,
+        Self::GgufBadTensorType,
+        Self::GgufBadShape,
+        Self::GgufDuplicateTensor,
+        Self::GgufTensorMisaligned,
+        Self::GgufTensorOverlap,
+        Self::GgufTensorOutOfRange,
+        Self::GgufBadSplit,
+        Self::GgufMissingKey,
+        Self::GgufWrongType,
+        Self::QuantUnsupportedType,
+        Self::ConfigUnsupportedArchitecture,
+        Self::ConfigBadValue,
+        Self::TokenizerUnsupportedModel,
+        Self::TokenizerUnsupportedPre,
+        Self::TokenizerBadVocab,
+        Self::TokenizerEncode,
+        Self::ChatNoTemplate,
+        Self::ChatTemplate,
+        Self::ChatBadMessages,
+        Self::Usage,
+    ];
+
+    /// The stable text of the code, e.g. `gguf.bad_magic`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::IoNotFound => "io.not_found",
+            Self::IoRead => "io.read",
+            Self::GgufBadMagic => "gguf.bad_magic",
+            Self::GgufUnsupportedVersion => "gguf.unsupported_version",
+            Self::GgufTruncated => "gguf.truncated",
+            Self::GgufTooLarge => "gguf.too_large",
+            Self::GgufBadUtf8 => "gguf.bad_utf8",
+            Self::GgufBadValueType => "gguf.bad_value_type",
+            Self::GgufDuplicateKey => "gguf.duplicate_key",
+            Self::GgufBadAlignment => "gguf.bad_alignment",
+            Self::GgufBadTensorType => "gguf.bad_tensor_type",
+            Self::GgufBadShape => "gguf.bad_shape",
+            Self::GgufDuplicateTensor => "gguf.duplicate_tensor",
+            Self::GgufTensorMisaligned => "gguf.tensor_misaligned",
+            Self::GgufTensorOverlap => "gguf.tensor_overlap",
+            Self::GgufTensorOutOfRange => "gguf.tensor_out_of_range",
+            Self::GgufBadSplit => "gguf.bad_split",
+            Self::GgufMissingKey => "gguf.missing_key",
+            Self::GgufWrongType => "gguf.wrong_type",
+            Self::QuantUnsupportedType => "quant.unsupported_type",
+            Self::ConfigUnsupportedArchitecture => "config.unsupported_architecture",
+            Self::ConfigBadValue => "config.bad_value",
+            Self::TokenizerUnsupportedModel => "tokenizer.unsupported_model",
+            Self::TokenizerUnsupportedPre => "tokenizer.unsupported_pre",
+            Self::TokenizerBadVocab => "tokenizer.bad_vocab",
+            Self::TokenizerEncode => "tokenizer.encode",
+            Self::ChatNoTemplate => "chat.no_template",
+            Self::ChatTemplate => "chat.template",
+            Self::ChatBadMessages => "chat.bad_messages",
+            Self::Usage => "usage",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error with a stable [`ErrorCode`] and a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    /// The stable code text, e.g. `gguf.truncated`.
+    pub fn code(&self) -> &'static str {
+        self.code.as_str()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `Error::new` in a shorter form: `err!(GgufTruncated, "header ends at byte {n}")`.
+#[macro_export]
+macro_rules! err {
+    ($code:ident, $($fmt:tt)+) => {
+        $crate::error::Error::new($crate::error::ErrorCode::$code, format!($($fmt)+))
+    };
+}

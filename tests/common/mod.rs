@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests: where the fixtures and test models are, and the skip-or-fail rule.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// A fixture file copied from llama.cpp's golden outputs into `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The lines of a `.jsonl` fixture, parsed.
+pub fn jsonl(name: &str) -> Vec<serde_json::Value> {
+    let path = fixture(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
+        .collect()
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+pub fn slow() -> bool {
+    std::env::var("WEBR1_SLOW").is_ok_and(|v| v == "1")
+}
+
+/// The directory of the test models (`$WEBR1_MODELS`, else `~/.cache/webr1-test-models`).
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("WEBR1_MODELS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/webr1-test-models"),
+    }
+}
+
+/// The path of test model `name` (`smol135`, `qwen05`, `qwen15`), or `None` when the test should skip. A missing
+/// model skips loudly, except under `CI=true`, where it fails. `qwen15` is only used with `WEBR1_SLOW=1`.
+pub fn model(name: &str) -> Option<PathBuf> {
+    if name == "qwen15" && !slow() {
+        eprintln!("SKIP: {name} tests run only with WEBR1_SLOW=1");
+        return None;
+    }
+    let path = models_dir().join(format!("{name}.gguf"));
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "test model {} is missing (run ../shared/scripts/fetch-test-models.sh {name}, or set WEBR1_MODELS)",
+        path.display()
+    );
+    assert!(!in_ci(), "{why}; under CI=true a missing model is a failure");
+    eprintln!("SKIP: {why}");
+    None
+}
+
+/// The GGUF of a fixture vocabulary: `r1-qwen` is the header-only R1 file in `tests/fixtures/`, the others are test models.
+pub fn vocab_gguf(name: &str) -> Option<PathBuf> {
+    match name {
+        "r1-qwen" => Some(fixture("r1-distill-qwen-7b.header.gguf")),
+        other => model(other),
+    }
+}
