@@ -1,0 +1,66 @@
+//! The command line: argument parsing, exit codes, and one module per subcommand.
+//!
+//! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap).
+
+mod info;
+mod text;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use webr1::gguf::split::{check_split_name, SplitGguf, SplitName};
+use webr1::gguf::Gguf;
+
+#[derive(Parser)]
+#[command(name = "webr1", version, about = "DeepSeek-R1 distilled reasoning models on your own GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF model's architecture, size, quantisation, tokenizer and chat template.
+    Info {
+        /// Path of the GGUF file (the first part of a split model).
+        model: PathBuf,
+    },
+    /// Print the token ids of a text, as llama.cpp's tokenizer gives them.
+    Tokenize(text::TokenizeArgs),
+    /// Render a conversation with the model's own chat template, exactly as the template writes it.
+    Template(text::TemplateArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { model } => info::run(&model),
+        Command::Tokenize(args) => text::tokenize(&args),
+        Command::Template(args) => text::template(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("webr1: {} [{}]", e.message, e.code());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reads the header of a model file and, for a split model, of all its parts (which must sit beside the first).
+pub(crate) fn open_model(path: &std::path::Path) -> webr1::Result<SplitGguf> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let first = Gguf::read_file(path)?;
+    check_split_name(name, &first)?;
+    let Some(split) = SplitName::parse(name) else {
+        return SplitGguf::new(vec![first]);
+    };
+    let mut parts = vec![first];
+    for no in 2..=split.count {
+        let part = path.with_file_name(split.part_name(no));
+        let gguf = Gguf::read_file(&part)?;
+        check_split_name(&split.part_name(no), &gguf)?;
+        parts.push(gguf);
+    }
+    SplitGguf::new(parts)
+}
