@@ -84,7 +84,9 @@ fn tokenize_txt_matches_jsonl_texts() {
 /// llama.cpp's `llama_vocab_is_eog` sets, from the fixtures README's table.
 #[test]
 fn end_of_generation_sets_are_llama_cpps() {
-    let cases: &[(&str, &[u32], Option<u32>, Option<u32>, bool)] = &[
+    /// (vocabulary, end-of-generation ids, BOS, EOS, add BOS)
+    type Case<'a> = (&'a str, &'a [u32], Option<u32>, Option<u32>, bool);
+    let cases: &[Case] = &[
         ("smol135", &[0, 2, 4], Some(1), Some(2), false),
         ("qwen05", &[128247, 151643, 151645, 151662, 151663, 151664], Some(151643), Some(151645), false),
         ("r1-qwen", &[128247, 151643, 151662, 151663, 151664], Some(151646), Some(151643), true),

@@ -4,7 +4,17 @@
 //! The layouts follow ggml's `ggml-common.h` (the `block_q4_0` ... `block_q6_K` structs) and the dequantisers follow
 //! `ggml-quants.c`. The CPU dequantiser is the reference the GPU kernels are tested against.
 
+mod blocks;
+mod kquants;
+mod legacy;
+
+pub use blocks::{
+    read_block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0, K_SCALE_SIZE, QK, QK_K,
+};
+
 use crate::{err, Result};
+use blocks::dequantize_blocks;
 
 /// A GGML tensor type, with the id GGUF files store for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -189,5 +199,85 @@ impl GgmlType {
 impl std::fmt::Display for GgmlType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Dequantises `out.len()` elements of type `ty` from `bytes`, the raw little-endian GGUF data of whole blocks (a row,
+/// or any run of rows), into `out`. Bit-identical to ggml's `dequantize_row_*` (see the module docs).
+///
+/// Errors: `quant.unsupported_type` for a type webr1 does not compute with; `usage` when `out.len()` is not a whole
+/// number of blocks or `bytes` is not exactly the size of that many blocks.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    ty.check_supported()?;
+    check_lengths(ty, bytes.len(), out.len())?;
+    match ty {
+        GgmlType::F32 => legacy::dequantize_f32(bytes, out),
+        GgmlType::F16 => legacy::dequantize_f16(bytes, out),
+        GgmlType::BF16 => legacy::dequantize_bf16(bytes, out),
+        GgmlType::Q4_0 => dequantize_blocks(bytes, out, BlockQ4_0::dequantize),
+        GgmlType::Q4_1 => dequantize_blocks(bytes, out, BlockQ4_1::dequantize),
+        GgmlType::Q5_0 => dequantize_blocks(bytes, out, BlockQ5_0::dequantize),
+        GgmlType::Q5_1 => dequantize_blocks(bytes, out, BlockQ5_1::dequantize),
+        GgmlType::Q8_0 => dequantize_blocks(bytes, out, BlockQ8_0::dequantize),
+        GgmlType::Q2_K => dequantize_blocks(bytes, out, BlockQ2K::dequantize),
+        GgmlType::Q3_K => dequantize_blocks(bytes, out, BlockQ3K::dequantize),
+        GgmlType::Q4_K => dequantize_blocks(bytes, out, BlockQ4K::dequantize),
+        GgmlType::Q5_K => dequantize_blocks(bytes, out, BlockQ5K::dequantize),
+        GgmlType::Q6_K => dequantize_blocks(bytes, out, BlockQ6K::dequantize),
+        other => return Err(err!(QuantUnsupportedType, "no dequantiser for tensor type {other}")),
+    }
+    Ok(())
+}
+
+/// [`dequantize`] into a new vector of `n` elements. The lengths are checked against `bytes` before anything is
+/// allocated, so `n` may come from an untrusted header.
+pub fn dequantize_to_vec(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    ty.check_supported()?;
+    check_lengths(ty, bytes.len(), n)?;
+    let mut out = vec![0.0; n];
+    dequantize(ty, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// `Ok(())` when `n` elements of `ty` are whole blocks that take exactly `n_bytes` bytes.
+fn check_lengths(ty: GgmlType, n_bytes: usize, n: usize) -> Result<()> {
+    let block_size = ty.block_size();
+    if n as u64 % block_size != 0 {
+        return Err(err!(
+            Usage,
+            "cannot dequantise {n} elements of {ty}: not a whole number of {block_size}-element blocks"
+        ));
+    }
+    match ty.row_bytes(n as u64) {
+        Some(expected) if expected == n_bytes as u64 => Ok(()),
+        Some(expected) => {
+            Err(err!(Usage, "{n} elements of {ty} take {expected} bytes, but {n_bytes} bytes were given"))
+        }
+        None => Err(err!(Usage, "{n} elements of {ty} overflow a 64-bit byte count")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn dequantize_checks_lengths() {
+        let mut out = [0.0f32; 32];
+        assert!(dequantize(GgmlType::Q8_0, &[0u8; 34], &mut out).is_ok());
+        let short = dequantize(GgmlType::Q8_0, &[0u8; 33], &mut out).unwrap_err();
+        assert_eq!(short.code, ErrorCode::Usage);
+        let partial = dequantize(GgmlType::Q8_0, &[0u8; 34], &mut out[..31]).unwrap_err();
+        assert_eq!(partial.code, ErrorCode::Usage);
+        let unsupported = dequantize(GgmlType::IQ2_XXS, &[0u8; 66], &mut [0.0; 256]).unwrap_err();
+        assert_eq!(unsupported.code, ErrorCode::QuantUnsupportedType);
+    }
+
+    #[test]
+    fn dequantize_to_vec_does_not_trust_n() {
+        let huge = dequantize_to_vec(GgmlType::Q4_K, &[0u8; 144], usize::MAX / 2 / 256 * 256).unwrap_err();
+        assert_eq!(huge.code, ErrorCode::Usage);
+        assert_eq!(dequantize_to_vec(GgmlType::Q4_K, &[0u8; 144], 256).map(|v| v.len()), Ok(256));
     }
 }
