@@ -9,10 +9,10 @@
 //! | `io.read` | reading a file or stream failed |
 //! | `gguf.bad_magic` | the bytes do not start with `GGUF` |
 //! | `gguf.unsupported_version` | a GGUF version other than 2 or 3 |
-//! | `gguf.truncated` | the bytes end inside the header, or a tensor reaches past the end of the file |
-//! | `gguf.too_large` | a count or length above webr1's caps or above the bytes that exist |
+//! | `gguf.truncated` | the bytes end inside the header, or a count or length in it claims more bytes than the file has |
+//! | `gguf.too_large` | a count, length, nesting depth or header size above webr1's caps |
 //! | `gguf.bad_utf8` | a key or string value that is not UTF-8 |
-//! | `gguf.bad_value_type` | an unknown metadata value type |
+//! | `gguf.bad_value_type` | an unknown metadata value type, or a bool byte other than 0 or 1 |
 //! | `gguf.duplicate_key` | a metadata key appears twice |
 //! | `gguf.bad_alignment` | `general.alignment` is zero, not a power of two, or not a `u32` |
 //! | `gguf.bad_tensor_type` | an unknown GGML tensor type id |
@@ -34,6 +34,13 @@
 //! | `chat.no_template` | the model has no `tokenizer.chat_template` |
 //! | `chat.template` | the chat template failed to compile or render |
 //! | `chat.bad_messages` | messages that are not `{role, content}` objects |
+//! | `webgpu.unavailable` | no GPU adapter: the browser has no WebGPU (or it is switched off), or natively no Vulkan/Metal/DX12 driver |
+//! | `gpu.device` | the adapter refused to create a device with the features and limits webr1 asked for |
+//! | `gpu.out_of_memory` | the GPU could not allocate a buffer (caught with an error scope, never a hang) |
+//! | `gpu.device_lost` | the GPU device was lost (driver reset, tab in the background too long, device destroyed) |
+//! | `gpu.limits` | a tensor, row or dispatch that the device's limits (binding size, buffer size) cannot hold; the message names the numbers |
+//! | `gpu.validation` | the GPU rejected an operation webr1 issued (a bug in webr1: please report it with the message) |
+//! | `gpu.shader` | a WGSL shader failed to preprocess (bad directive, unknown include or macro) |
 //! | `usage` | a bad argument to a webr1 call or command |
 
 use std::fmt;
@@ -70,6 +77,13 @@ pub enum ErrorCode {
     ChatNoTemplate,
     ChatTemplate,
     ChatBadMessages,
+    WebgpuUnavailable,
+    GpuDevice,
+    GpuOutOfMemory,
+    GpuDeviceLost,
+    GpuLimits,
+    GpuValidation,
+    GpuShader,
     Usage,
 }
 
@@ -105,6 +119,13 @@ impl ErrorCode {
         Self::ChatNoTemplate,
         Self::ChatTemplate,
         Self::ChatBadMessages,
+        Self::WebgpuUnavailable,
+        Self::GpuDevice,
+        Self::GpuOutOfMemory,
+        Self::GpuDeviceLost,
+        Self::GpuLimits,
+        Self::GpuValidation,
+        Self::GpuShader,
         Self::Usage,
     ];
 
@@ -140,6 +161,13 @@ impl ErrorCode {
             Self::ChatNoTemplate => "chat.no_template",
             Self::ChatTemplate => "chat.template",
             Self::ChatBadMessages => "chat.bad_messages",
+            Self::WebgpuUnavailable => "webgpu.unavailable",
+            Self::GpuDevice => "gpu.device",
+            Self::GpuOutOfMemory => "gpu.out_of_memory",
+            Self::GpuDeviceLost => "gpu.device_lost",
+            Self::GpuLimits => "gpu.limits",
+            Self::GpuValidation => "gpu.validation",
+            Self::GpuShader => "gpu.shader",
             Self::Usage => "usage",
         }
     }

@@ -173,10 +173,13 @@ impl Gguf {
     /// [`GgufParser`] for that).
     pub fn from_bytes(bytes: &[u8]) -> Result<Gguf> {
         let mut parser = GgufParser::with_file_len(bytes.len() as u64);
-        match parser.push(bytes)? {
-            Some(gguf) => Ok(gguf),
-            None => parser.finish(),
+        // In pieces, so that a whole model in memory is not copied: parsing stops at the end of the header.
+        for chunk in bytes.chunks(1 << 20) {
+            if let Some(gguf) = parser.push(chunk)? {
+                return Ok(gguf);
+            }
         }
+        parser.finish()
     }
 
     /// Reads and checks the header of a GGUF file, reading only as far as the header goes.

@@ -1,9 +1,12 @@
 //! The incremental GGUF header parser: bytes go in as they arrive, the header comes out once it is complete.
 //!
-//! The parser keeps only the bytes of the item it is reading (one metadata pair or one tensor info), so the header of a
-//! model streamed from the network never sits whole in memory twice. An item that is not complete yet is parsed again
-//! once the buffered bytes have doubled (or reached the exact size the item announced), so feeding a header in tiny chunks
-//! costs linear time.
+//! The parser keeps only the bytes of the item it is reading (one metadata value, one string of a string array, or one
+//! tensor info), so the header of a model streamed from the network never sits whole in memory twice. String arrays (the
+//! vocabulary and merges, most of a header) are read string by string and resume where they stopped. An item that is
+//! not complete yet is parsed again once the bytes it announced have arrived; only inside arrays of arrays, whose end is
+//! not announced, does it wait until the buffered bytes have doubled. Feeding a header in tiny chunks costs linear time,
+//! and `push` returns the header with the push that brings its last byte (except after an array of arrays, where the
+//! next bytes or `finish` do).
 //!
 //! Every count and length read from the file is untrusted: it is checked against webr1's caps and, when the file length
 //! is known, against the bytes that exist, before anything is allocated for it.
@@ -57,9 +60,10 @@ enum Stage {
 /// Parses a GGUF header from byte chunks. See the module docs.
 #[derive(Debug)]
 pub struct GgufParser {
-    /// Bytes received and not yet consumed.
+    /// Bytes received; those before `start` are consumed and dropped at the end of each `push`.
     buf: Vec<u8>,
-    /// Absolute file offset of `buf[0]`.
+    start: usize,
+    /// Absolute file offset of `buf[start]`.
     base: u64,
     /// Total bytes pushed so far.
     pushed: u64,
@@ -68,6 +72,8 @@ pub struct GgufParser {
     /// Do not retry the current item before `buf` holds this many bytes.
     retry_at: usize,
     stage: Stage,
+    /// A string array being read string by string.
+    strings: Option<PartialStrings>,
     version: u32,
     n_tensors: u64,
     metadata: Metadata,
@@ -85,11 +91,13 @@ impl GgufParser {
     pub fn new() -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             base: 0,
             pushed: 0,
             file_len: None,
             retry_at: 0,
             stage: Stage::Preamble,
+            strings: None,
             version: 0,
             n_tensors: 0,
             metadata: Metadata::default(),
@@ -116,10 +124,13 @@ impl GgufParser {
             }
         }
         self.buf.extend_from_slice(chunk);
-        if self.buf.len() < self.retry_at {
+        if self.buf.len() - self.start < self.retry_at {
             return Ok(None);
         }
-        self.advance()
+        let result = self.advance();
+        self.buf.drain(..self.start);
+        self.start = 0;
+        result
     }
 
     /// The stream has ended: returns the header, or `gguf.truncated` when the bytes ended inside it. Every tensor must
@@ -143,7 +154,12 @@ impl GgufParser {
         match self.stage {
             Stage::Preamble => "magic, version and counts".into(),
             Stage::Metadata { left } => {
-                format!("metadata pair {} of {}", self.metadata.len() as u64 + 1, { self.metadata.len() as u64 + left })
+                let pair =
+                    format!("metadata pair {} of {}", self.metadata.len() + 1, self.metadata.len() as u64 + left);
+                match &self.strings {
+                    Some(p) => format!("{pair}, string {} of the array '{}'", p.items.len() + 1, p.key),
+                    None => pair,
+                }
             }
             Stage::Tensors { left } => {
                 format!("tensor info {} of {}", self.tensors.len() as u64 + 1, self.tensors.len() as u64 + left)
@@ -155,9 +171,10 @@ impl GgufParser {
     /// Parses as many whole items as the buffer holds.
     fn advance(&mut self) -> Result<Option<Gguf>> {
         loop {
-            let mut reader = Reader { buf: &self.buf, pos: 0, base: self.base, file_len: self.file_len };
+            let mut reader = Reader { buf: &self.buf[self.start..], pos: 0, base: self.base, file_len: self.file_len };
             let step = match self.stage {
                 Stage::Preamble => self.read_preamble(&mut reader),
+                Stage::Metadata { .. } if self.strings.is_some() => reader.string().map(Item::String),
                 Stage::Metadata { left } => Self::read_kv(&mut reader).map(|kv| Item::Kv(kv, left)),
                 Stage::Tensors { left } => Self::read_tensor_info(&mut reader).map(|t| Item::Tensor(Box::new(t), left)),
                 Stage::Finished => return Ok(None),
@@ -181,14 +198,14 @@ impl GgufParser {
     }
 
     fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
+        self.start += n;
         self.base += n as u64;
         self.retry_at = 0;
     }
 
     /// Sets when to retry the current item: at its known end, else once the buffered bytes have doubled.
     fn wait_for(&mut self, end: Option<u64>) {
-        let held = self.buf.len();
+        let held = self.buf.len() - self.start;
         self.retry_at = match end {
             Some(end) => usize::try_from(end.saturating_sub(self.base)).unwrap_or(usize::MAX),
             None => held.saturating_mul(2).max(held + 256),
@@ -205,14 +222,40 @@ impl GgufParser {
                     self.stage = Stage::Tensors { left: n_tensors };
                 }
             }
-            Item::Kv((key, value), left) => {
-                self.metadata.insert(key, value)?;
-                self.stage =
-                    if left > 1 { Stage::Metadata { left: left - 1 } } else { Stage::Tensors { left: self.n_tensors } };
+            Item::Kv(Kv::Whole(key, value), left) => self.insert_kv(key, value, left)?,
+            Item::Kv(Kv::Strings { key, len }, left) => {
+                let strings = PartialStrings { key, len, items: Vec::new() };
+                self.strings = Some(strings);
+                self.finish_strings(left)?;
+            }
+            Item::String(s) => {
+                if let Some(strings) = &mut self.strings {
+                    strings.items.push(s);
+                }
+                if let Stage::Metadata { left } = self.stage {
+                    self.finish_strings(left)?;
+                }
             }
             Item::Tensor(info, left) => {
                 self.tensors.push(*info);
                 self.stage = Stage::Tensors { left: left - 1 };
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_kv(&mut self, key: String, value: Value, left: u64) -> Result<()> {
+        self.metadata.insert(key, value)?;
+        self.stage =
+            if left > 1 { Stage::Metadata { left: left - 1 } } else { Stage::Tensors { left: self.n_tensors } };
+        Ok(())
+    }
+
+    /// Completes the string array being read once it holds all its strings.
+    fn finish_strings(&mut self, left: u64) -> Result<()> {
+        if self.strings.as_ref().is_some_and(|p| p.items.len() as u64 == p.len) {
+            if let Some(p) = self.strings.take() {
+                self.insert_kv(p.key, Value::Array(Array::String(p.items)), left)?;
             }
         }
         Ok(())
@@ -241,11 +284,18 @@ impl GgufParser {
         Ok(Item::Preamble { version, n_tensors, n_kv })
     }
 
-    fn read_kv(r: &mut Reader) -> Step<(String, Value)> {
+    /// One metadata pair, or the start of a string array (whose strings are then read one by one).
+    fn read_kv(r: &mut Reader) -> Step<Kv> {
         let key = r.string()?;
         let ty = r.value_type()?;
-        let value = r.value(ty, 0)?;
-        Ok((key, value))
+        if ty == ValueType::Array {
+            let (elements, len) = r.array_header(1)?;
+            if elements == ValueType::String {
+                return Ok(Kv::Strings { key, len });
+            }
+            return Ok(Kv::Whole(key, Value::Array(r.array_elements(elements, len, 1)?)));
+        }
+        Ok(Kv::Whole(key, r.value(ty, 0)?))
     }
 
     fn read_tensor_info(r: &mut Reader) -> Step<TensorInfo> {
@@ -290,13 +340,29 @@ impl GgufParser {
             gguf.check_file_len(len)?;
         }
         self.buf = Vec::new();
+        self.start = 0;
         Ok(gguf)
     }
 }
 
+/// A metadata pair as read: whole, or the start of a string array.
+enum Kv {
+    Whole(String, Value),
+    Strings { key: String, len: u64 },
+}
+
+/// A string array read so far.
+#[derive(Debug)]
+struct PartialStrings {
+    key: String,
+    len: u64,
+    items: Vec<String>,
+}
+
 enum Item {
     Preamble { version: u32, n_tensors: u64, n_kv: u64 },
-    Kv((String, Value), u64),
+    Kv(Kv, u64),
+    String(String),
     Tensor(Box<TensorInfo>, u64),
 }
 
@@ -308,8 +374,10 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
     }
     let n_elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).ok_or_else(|| bad("too many elements"))?;
     let rows = n_elements / dims[0];
-    let row_bytes =
-        ty.row_bytes(dims[0]).ok_or_else(|| bad(&format!("rows are not whole blocks of {}", ty.block_size())))?;
+    if dims[0] % ty.block_size() != 0 {
+        return Err(bad(&format!("rows are not whole blocks of {}", ty.block_size())));
+    }
+    let row_bytes = ty.row_bytes(dims[0]).ok_or_else(|| bad("too many bytes"))?;
     row_bytes.checked_mul(rows).filter(|&b| b <= i64::MAX as u64).ok_or_else(|| bad("too many bytes"))
 }
 
@@ -440,6 +508,12 @@ impl<'a> Reader<'a> {
     }
 
     fn array_value(&mut self, depth: u32) -> Step<Array> {
+        let (ty, len) = self.array_header(depth)?;
+        self.array_elements(ty, len, depth)
+    }
+
+    /// An array's element type and length, checked against the caps and the bytes that can exist.
+    fn array_header(&mut self, depth: u32) -> Step<(ValueType, u64)> {
         if depth > MAX_ARRAY_DEPTH {
             return Err(err!(GgufTooLarge, "arrays nested deeper than {MAX_ARRAY_DEPTH} at byte {}", self.abs()).into());
         }
@@ -447,6 +521,11 @@ impl<'a> Reader<'a> {
         let len = self.u64()?;
         let min_bytes = len.saturating_mul(ty.min_size());
         self.claim(min_bytes, || format!("an array of {len} {}", ty.name()))?;
+        Ok((ty, len))
+    }
+
+    fn array_elements(&mut self, ty: ValueType, len: u64, depth: u32) -> Step<Array> {
+        let min_bytes = len.saturating_mul(ty.min_size());
         if let Some(size) = ty.fixed_size() {
             // The array's end is known: wait for all of it before parsing any of it.
             let end = self.pos as u64 + min_bytes;
