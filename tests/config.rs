@@ -71,7 +71,13 @@ fn r1_distill_qwen_7b_config() {
             let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
             let ty = ggml_type(t["type"].as_str().unwrap());
             let n_bytes = ty.row_bytes(dims[0]).unwrap() * dims[1..].iter().product::<u64>();
-            TensorInfo { name: t["name"].as_str().unwrap().into(), dims, ty, offset: t["offset"].as_u64().unwrap(), n_bytes }
+            TensorInfo {
+                name: t["name"].as_str().unwrap().into(),
+                dims,
+                ty,
+                offset: t["offset"].as_u64().unwrap(),
+                n_bytes,
+            }
         })
         .collect();
     assert_eq!(tensors.len(), 339);
