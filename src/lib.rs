@@ -13,6 +13,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod gpu;
 pub mod quant;
 pub mod tokenizer;
 

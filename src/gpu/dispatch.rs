@@ -1,0 +1,133 @@
+//! A prepared kernel launch: pipeline, bind group and workgroup count, built once and recorded as often as needed.
+//!
+//! Op functions ([`crate::gpu::ops`]) validate their tensors, pick the shader variant and return a [`Dispatch`]; they
+//! never submit. The forward pass builds its list of dispatches once per shape and replays it, one command buffer per
+//! step (DESIGN.md decision 5): building allocates (a small uniform buffer of parameters, a bind group), recording does
+//! not.
+
+use super::context::Gpu;
+use super::preprocess::Macros;
+use super::tensor::Tensor;
+use crate::{err, Result};
+
+/// One kernel launch, ready to record.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    label: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Records the launch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+}
+
+impl Gpu {
+    /// Records `dispatches` in order into one compute pass of `encoder`. Each dispatch sees the writes of the ones
+    /// before it (WebGPU orders storage accesses between dispatches of a pass).
+    pub fn encode<'d>(&self, encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'d Dispatch>) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for dispatch in dispatches {
+            dispatch.record(&mut pass);
+        }
+    }
+
+    /// Submits `dispatches` as one command buffer.
+    pub fn submit<'d>(&self, dispatches: impl IntoIterator<Item = &'d Dispatch>) -> wgpu::SubmissionIndex {
+        let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        self.encode(&mut encoder, dispatches);
+        self.queue().submit([encoder.finish()])
+    }
+}
+
+/// What a bind group entry binds.
+pub enum Bind<'a> {
+    /// A whole tensor.
+    Tensor(&'a Tensor),
+    /// A range of a buffer (offset a multiple of `min_storage_buffer_offset_alignment`, usually 256).
+    Buffer(wgpu::BufferBinding<'a>),
+}
+
+/// What an op function supplies to build a [`Dispatch`].
+pub struct Launch<'a> {
+    /// The shader's file stem (`"rms_norm"`) and entry point.
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub macros: Macros,
+    /// The bytes of the uniform at binding 0 (a WGSL `Params` struct; padded here to a multiple of 16 bytes), or
+    /// empty when the shader has no uniform.
+    pub params: &'a [u8],
+    /// The other bindings, numbered on from the uniform (1, 2, ...; from 0 without one); `None` skips a number whose
+    /// binding this entry point does not use.
+    pub bindings: Vec<Option<Bind<'a>>>,
+    pub workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Compiles (or reuses) the pipeline and builds the bind group for `launch`. This allocates the uniform buffer:
+    /// build dispatches once per shape, not per step.
+    pub fn new(gpu: &Gpu, launch: Launch<'_>) -> Result<Dispatch> {
+        let pipeline = gpu.pipelines().get(gpu.device(), launch.shader, launch.entry, &launch.macros)?;
+        let label = format!("{}::{}", launch.shader, launch.entry);
+        let uniform = match launch.params.is_empty() {
+            true => None,
+            false => {
+                let mut bytes = launch.params.to_vec();
+                bytes.resize(bytes.len().next_multiple_of(16), 0);
+                let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+                let buffer = gpu.create_buffer(&format!("{label} params"), bytes.len() as u64, usage)?;
+                gpu.write_buffer(&buffer, 0, &bytes)?;
+                Some(buffer)
+            }
+        };
+        let first = u32::from(uniform.is_some());
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = Vec::new();
+        if let Some(buffer) = &uniform {
+            entries.push(wgpu::BindGroupEntry { binding: 0, resource: buffer.as_entire_binding() });
+        }
+        for (i, bind) in launch.bindings.iter().enumerate() {
+            let resource = match bind {
+                Some(Bind::Tensor(t)) => t.binding(),
+                Some(Bind::Buffer(b)) => wgpu::BindingResource::Buffer(b.clone()),
+                None => continue,
+            };
+            entries.push(wgpu::BindGroupEntry { binding: first + i as u32, resource });
+        }
+        let bind_group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Ok(Dispatch { label, pipeline, bind_group, workgroups: launch.workgroups })
+    }
+}
+
+/// The grid for `groups` workgroups in a row: `[groups, 1, 1]`, or folded into two dimensions when `groups` passes
+/// the device's `max_compute_workgroups_per_dimension` (shaders unfold it with `flat_workgroup` from common.wgsl and
+/// ignore the spare workgroups at the end).
+pub fn grid(gpu: &Gpu, what: &str, groups: u32) -> Result<[u32; 3]> {
+    let max = gpu.limits().max_compute_workgroups_per_dimension.max(1);
+    if groups <= max {
+        return Ok([groups, 1, 1]);
+    }
+    let y = groups.div_ceil(max);
+    if y > max {
+        return Err(err!(GpuLimits, "{what}: {groups} workgroups are more than this GPU can launch ({max} × {max})"));
+    }
+    Ok([groups.div_ceil(y), y, 1])
+}

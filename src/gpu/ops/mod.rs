@@ -1,0 +1,42 @@
+//! The kernels, one module per shader file: `ops::rms_norm` dispatches `shaders/rms_norm.wgsl`, `ops::elementwise`
+//! dispatches `shaders/elementwise.wgsl`.
+//!
+//! Every op function checks its tensors (dtypes, shapes, aliasing, device features), chooses the shader variant from
+//! the tensors and [`crate::gpu::Gpu::features`], and returns a [`Dispatch`] to record; nothing is submitted. An f16
+//! tensor needs the `shader-f16` feature: op functions return a `usage` error otherwise, never a device error.
+
+pub mod elementwise;
+pub mod rms_norm;
+
+pub use elementwise::{add, mul, scale, silu_mul};
+pub use rms_norm::rms_norm;
+
+use super::context::Gpu;
+use super::tensor::{DType, Tensor};
+use crate::{err, Result};
+
+#[cfg(doc)]
+use super::dispatch::Dispatch;
+
+/// Invocations per workgroup of the simple kernels: WebGPU guarantees 256 on every device.
+pub const WORKGROUP_SIZE: u32 = 256;
+
+/// Checks that `t` is an f32 or f16 activation this device can compute on; returns whether it is f16.
+fn activation(gpu: &Gpu, op: &str, name: &str, t: &Tensor) -> Result<bool> {
+    match t.dtype() {
+        DType::F32 => Ok(false),
+        DType::F16 if gpu.features().shader_f16 => Ok(true),
+        DType::F16 => Err(err!(Usage, "{op}: {name} is f16 but this device has no shader-f16 (use f32 tensors)")),
+        other => Err(err!(Usage, "{op}: {name} must be f32 or f16, not {}", other.name())),
+    }
+}
+
+/// A `Params` struct of four 32-bit words, as the shaders declare it.
+fn params(words: [u32; 4]) -> [u8; 16] {
+    bytemuck::cast(words)
+}
+
+/// A length as the `u32` shaders index with.
+fn index_u32(op: &str, what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| err!(GpuLimits, "{op}: {what} of {n} does not fit a 32-bit GPU index"))
+}
