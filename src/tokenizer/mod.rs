@@ -394,6 +394,32 @@ mod tests {
         assert_eq!(token_bytes("ĠhelloĊ", TokenType::Normal), b" hello\n");
     }
 
+    /// The words each pre-tokenizer cuts a text into, spaces shown as GPT-2's 'Ġ' and newlines as 'Ċ'.
+    fn words(pre: PreTokenizer, text: &str) -> Vec<String> {
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer as _};
+        let mut s = PreTokenizedString::from(text);
+        pre.build().unwrap().pre_tokenize(&mut s).unwrap();
+        s.get_splits(OffsetReferential::Original, OffsetType::Byte).into_iter().map(|(w, _, _)| w.to_string()).collect()
+    }
+
+    /// The digit rules tell the four pre-tokenizers apart: one digit at a time (qwen2, smollm), up to three (llama-bpe),
+    /// a whole run with its leading space (gpt-2); llama-bpe and qwen2 keep a letter run's leading punctuation and a
+    /// run of newlines together, gpt-2's `\s+(?!\S)` leaves the last newline before a non-space on its own.
+    #[test]
+    fn pre_tokenizers_cut_words_like_llama_cpp() {
+        let text = "x 1234567 don't\n\n(ok";
+        assert_eq!(
+            words(PreTokenizer::Qwen2, text),
+            ["x", "Ġ", "1", "2", "3", "4", "5", "6", "7", "Ġdon", "'t", "ĊĊ", "(ok"]
+        );
+        assert_eq!(words(PreTokenizer::Llama3, text), ["x", "Ġ", "123", "456", "7", "Ġdon", "'t", "ĊĊ", "(ok"]);
+        assert_eq!(words(PreTokenizer::Gpt2, text), ["x", "Ġ1234567", "Ġdon", "'t", "Ċ", "Ċ", "(", "ok"]);
+        assert_eq!(
+            words(PreTokenizer::SmolLm, text),
+            ["x", "Ġ", "1", "2", "3", "4", "5", "6", "7", "Ġdon", "'t", "Ċ", "Ċ", "(", "ok"]
+        );
+    }
+
     #[test]
     fn unknown_pre_tokenizer_is_an_error() {
         let e = PreTokenizer::from_name("tekken").unwrap_err();
