@@ -7,7 +7,8 @@
 //! loud SKIP, or a failure when `CI=true` (for `qwen15` only when `WEBR1_SLOW=1` too: CI fetches it only then).
 
 use serde::Deserialize;
-use std::path::PathBuf;
+mod common;
+
 use webr1::chat::{control_tokens, ChatTemplate, Message, ReasoningSplitter, Segment};
 use webr1::gguf::Gguf;
 
@@ -20,12 +21,8 @@ struct ChatRecord {
     rendered: String,
 }
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
 fn records(model: &str) -> Vec<ChatRecord> {
-    let path = fixture(&format!("chat.{model}.jsonl"));
+    let path = common::fixture(&format!("chat.{model}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let records: Vec<ChatRecord> = text
         .lines()
@@ -36,29 +33,9 @@ fn records(model: &str) -> Vec<ChatRecord> {
     records
 }
 
-fn env_is(name: &str, value: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == value)
-}
-
 /// The GGUF of a fixture model, or `None` (after a loud SKIP) when it is missing and the run may skip it.
 fn model_gguf(model: &str) -> Option<Gguf> {
-    let path = if model == "r1-qwen" {
-        fixture("r1-distill-qwen-7b.header.gguf")
-    } else {
-        let dir = std::env::var_os("WEBR1_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/webr1-test-models")
-        });
-        dir.join(format!("{model}.gguf"))
-    };
-    if !path.exists() {
-        let required = env_is("CI", "true") && (model != "qwen15" || env_is("WEBR1_SLOW", "1"));
-        assert!(!required, "{} is missing (CI=true): run ../shared/scripts/fetch-test-models.sh", path.display());
-        eprintln!(
-            "\n!!!!!!!! SKIP chat test for {model}: {} is missing (run ../shared/scripts/fetch-test-models.sh)\n",
-            path.display()
-        );
-        return None;
-    }
+    let path = common::vocab_gguf(model)?;
     Some(Gguf::read_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
