@@ -41,6 +41,9 @@
 //! | `gpu.limits` | a tensor, row or dispatch that the device's limits (binding size, buffer size) cannot hold; the message names the numbers |
 //! | `gpu.validation` | the GPU rejected an operation webr1 issued (a bug in webr1: please report it with the message) |
 //! | `gpu.shader` | a WGSL shader failed to preprocess (bad directive, unknown include or macro) |
+//! | `model.too_large` | the model and its KV cache need more than the GPU's limits allow (the message names the numbers) |
+//! | `context.full` | the prompt does not fit in the context that was allocated |
+//! | `aborted` | the caller aborted a load or a generation |
 //! | `usage` | a bad argument to a webr1 call or command |
 
 use std::fmt;
@@ -84,6 +87,9 @@ pub enum ErrorCode {
     GpuLimits,
     GpuValidation,
     GpuShader,
+    ModelTooLarge,
+    ContextFull,
+    Aborted,
     Usage,
 }
 
@@ -126,6 +132,9 @@ impl ErrorCode {
         Self::GpuLimits,
         Self::GpuValidation,
         Self::GpuShader,
+        Self::ModelTooLarge,
+        Self::ContextFull,
+        Self::Aborted,
         Self::Usage,
     ];
 
@@ -168,6 +177,9 @@ impl ErrorCode {
             Self::GpuLimits => "gpu.limits",
             Self::GpuValidation => "gpu.validation",
             Self::GpuShader => "gpu.shader",
+            Self::ModelTooLarge => "model.too_large",
+            Self::ContextFull => "context.full",
+            Self::Aborted => "aborted",
             Self::Usage => "usage",
         }
     }

@@ -8,8 +8,7 @@ mod text;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use webr1::gguf::split::{check_split_name, SplitGguf, SplitName};
-use webr1::gguf::Gguf;
+use webr1::gguf::split::SplitGguf;
 
 #[derive(Parser)]
 #[command(name = "webr1", version, about = "DeepSeek-R1 distilled reasoning models on your own GPU")]
@@ -49,18 +48,5 @@ pub fn main() -> ExitCode {
 
 /// Reads the header of a model file and, for a split model, of all its parts (which must sit beside the first).
 pub(crate) fn open_model(path: &std::path::Path) -> webr1::Result<SplitGguf> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let first = Gguf::read_file(path)?;
-    check_split_name(name, &first)?;
-    let Some(split) = SplitName::parse(name) else {
-        return SplitGguf::new(vec![first]);
-    };
-    let mut parts = vec![first];
-    for no in 2..=split.count {
-        let part = path.with_file_name(split.part_name(no));
-        let gguf = Gguf::read_file(&part)?;
-        check_split_name(&split.part_name(no), &gguf)?;
-        parts.push(gguf);
-    }
-    SplitGguf::new(parts)
+    webr1::gguf::split::open_files(path).map(|(model, _)| model)
 }

@@ -142,6 +142,29 @@ impl SplitGguf {
     }
 }
 
+/// Reads the header of a model file and, for a split model, of all its parts (which must sit beside the first, named
+/// `-00002-of-0000N.gguf` and so on); returns the model and the paths of its parts.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_files(path: &std::path::Path) -> Result<(SplitGguf, Vec<std::path::PathBuf>)> {
+    use crate::gguf::Gguf;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let first = Gguf::read_file(path)?;
+    check_split_name(name, &first)?;
+    let Some(split) = SplitName::parse(name) else {
+        return Ok((SplitGguf::new(vec![first])?, vec![path.to_path_buf()]));
+    };
+    let mut parts = vec![first];
+    let mut paths = vec![path.to_path_buf()];
+    for no in 2..=split.count {
+        let part = path.with_file_name(split.part_name(no));
+        let gguf = Gguf::read_file(&part)?;
+        check_split_name(&split.part_name(no), &gguf)?;
+        parts.push(gguf);
+        paths.push(part);
+    }
+    Ok((SplitGguf::new(parts)?, paths))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,8 @@ pub fn tensor_bytes(label: &str, shape: &[usize], dtype: DType) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct Tensor {
     buffer: wgpu::Buffer,
+    /// Byte offset of the data in the buffer: 0, except for a view of some rows of another tensor.
+    offset: u64,
     shape: Vec<usize>,
     dtype: DType,
     bytes: u64,
@@ -92,7 +94,30 @@ impl Tensor {
         let size = bytes.max(4).next_multiple_of(4);
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let buffer = gpu.create_buffer(label, size, usage)?;
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype, bytes })
+        Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype, bytes })
+    }
+
+    /// Rows `first..first + n` of this tensor as a tensor of their own, sharing the buffer (e.g. the last token's
+    /// hidden state, for the LM head). The start must fall on the device's storage offset alignment (256 bytes on
+    /// most devices): a `gpu.limits` error otherwise.
+    pub fn view_rows(&self, gpu: &Gpu, first: usize, n: usize) -> Result<Tensor> {
+        let (rows, cols) = (self.rows(), self.cols());
+        if n == 0 || first.checked_add(n).is_none_or(|end| end > rows) {
+            return Err(err!(Usage, "rows {first}..{} of a tensor of {rows} rows", first.saturating_add(n)));
+        }
+        let row_bytes = self.dtype.row_bytes(cols as u64).unwrap_or(0);
+        let offset = self.offset + first as u64 * row_bytes;
+        let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
+        if offset % align != 0 {
+            return Err(err!(
+                GpuLimits,
+                "a view starting at byte {offset} is not aligned to the device's {align}-byte storage offset alignment"
+            ));
+        }
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.shape[self.shape.len().saturating_sub(1)..]);
+        let bytes = n as u64 * row_bytes;
+        Ok(Tensor { buffer: self.buffer.clone(), offset, shape, dtype: self.dtype, bytes })
     }
 
     /// A tensor holding `data` (exactly the tensor's bytes).
@@ -123,7 +148,7 @@ impl Tensor {
 
     /// A writer that takes the tensor's bytes in pieces of any size, as they arrive from a file or a download.
     pub fn writer(&self) -> ByteWriter {
-        ByteWriter::new(vec![(self.buffer.clone(), self.bytes)])
+        ByteWriter::new(vec![(self.buffer.clone(), self.offset, self.bytes)])
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
@@ -162,9 +187,21 @@ impl Tensor {
         self.bytes
     }
 
-    /// The whole buffer, for a bind group entry.
+    /// The tensor's bytes (rounded up to whole 4-byte words), for a bind group entry.
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
-        self.buffer.as_entire_binding()
+        if self.offset == 0 && self.bytes.next_multiple_of(4).max(4) == self.buffer.size() {
+            return self.buffer.as_entire_binding();
+        }
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.bytes.next_multiple_of(4).max(4)),
+        })
+    }
+
+    /// Byte offset of the tensor's data in its buffer.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Whether two tensors share a buffer (WebGPU forbids binding one buffer as both input and output of a dispatch).
@@ -175,7 +212,7 @@ impl Tensor {
     /// Reads the tensor's bytes back (allocates a staging buffer: for repeated reads keep a [`Readback`]).
     pub async fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         let mut readback = Readback::new(gpu, self.bytes.max(4))?;
-        readback.read(gpu, &self.buffer, 0, self.bytes).await
+        readback.read(gpu, &self.buffer, self.offset, self.bytes).await
     }
 
     /// Reads an `F32` tensor, or an `F16` one widened to f32.
@@ -201,8 +238,8 @@ impl Tensor {
 /// Pieces may have any size; WebGPU writes whole 4-byte words at 4-byte offsets, so up to 3 bytes wait for the next
 /// piece, and the last word of each buffer is padded with zeros. Memory held is at most one piece.
 pub struct ByteWriter {
-    /// (buffer, bytes of data in it); the data of buffer k follows that of buffer k-1.
-    parts: Vec<(wgpu::Buffer, u64)>,
+    /// (buffer, byte offset, bytes of data there); the data of part k follows that of part k-1.
+    parts: Vec<(wgpu::Buffer, u64, u64)>,
     part: usize,
     /// Bytes of the current part already written to the GPU (a multiple of 4).
     written: u64,
@@ -213,8 +250,8 @@ pub struct ByteWriter {
 }
 
 impl ByteWriter {
-    pub(crate) fn new(parts: Vec<(wgpu::Buffer, u64)>) -> ByteWriter {
-        let total = parts.iter().map(|(_, n)| n).sum();
+    pub(crate) fn new(parts: Vec<(wgpu::Buffer, u64, u64)>) -> ByteWriter {
+        let total = parts.iter().map(|(_, _, n)| n).sum();
         ByteWriter { parts, part: 0, written: 0, carry: Vec::with_capacity(4), total, received: 0 }
     }
 
@@ -231,10 +268,10 @@ impl ByteWriter {
         self.received += data.len() as u64;
         while !data.is_empty() {
             self.skip_full_parts(gpu)?;
-            let (buffer, len) = self.parts[self.part].clone();
+            let (buffer, base, len) = self.parts[self.part].clone();
             let room = len - self.written - self.carry.len() as u64;
             let (piece, rest) = data.split_at(data.len().min(room as usize));
-            self.write_piece(gpu, &buffer, piece)?;
+            self.write_piece(gpu, &buffer, base, piece)?;
             data = rest;
         }
         self.skip_full_parts(gpu)
@@ -249,7 +286,7 @@ impl ByteWriter {
         }
     }
 
-    fn write_piece(&mut self, gpu: &Gpu, buffer: &wgpu::Buffer, mut piece: &[u8]) -> Result<()> {
+    fn write_piece(&mut self, gpu: &Gpu, buffer: &wgpu::Buffer, base: u64, mut piece: &[u8]) -> Result<()> {
         if !self.carry.is_empty() {
             let take = piece.len().min(4 - self.carry.len());
             self.carry.extend_from_slice(&piece[..take]);
@@ -257,13 +294,13 @@ impl ByteWriter {
             if self.carry.len() < 4 {
                 return Ok(());
             }
-            gpu.write_buffer(buffer, self.written, &self.carry)?;
+            gpu.write_buffer(buffer, base + self.written, &self.carry)?;
             self.written += 4;
             self.carry.clear();
         }
         let whole = piece.len() / 4 * 4;
         for chunk in piece[..whole].chunks(WRITE_CHUNK) {
-            gpu.write_buffer(buffer, self.written, chunk)?;
+            gpu.write_buffer(buffer, base + self.written, chunk)?;
             self.written += chunk.len() as u64;
         }
         self.carry.extend_from_slice(&piece[whole..]);
@@ -272,13 +309,13 @@ impl ByteWriter {
 
     /// Moves past parts whose data is complete, writing their zero-padded last word.
     fn skip_full_parts(&mut self, gpu: &Gpu) -> Result<()> {
-        while let Some((buffer, len)) = self.parts.get(self.part) {
+        while let Some((buffer, base, len)) = self.parts.get(self.part) {
             if self.written + self.carry.len() as u64 != *len {
                 break;
             }
             if !self.carry.is_empty() {
                 self.carry.resize(4, 0);
-                gpu.write_buffer(buffer, self.written, &self.carry)?;
+                gpu.write_buffer(buffer, base + self.written, &self.carry)?;
                 self.carry.clear();
             }
             self.part += 1;

@@ -58,7 +58,9 @@ impl SplitWeight {
 
     /// A writer for the weight's bytes, in file order, in pieces of any size; it crosses part boundaries itself.
     pub fn writer(&self) -> ByteWriter {
-        ByteWriter::new(self.parts.iter().map(|p| (p.tensor.buffer().clone(), p.tensor.byte_size())).collect())
+        ByteWriter::new(
+            self.parts.iter().map(|p| (p.tensor.buffer().clone(), p.tensor.offset(), p.tensor.byte_size())).collect(),
+        )
     }
 
     pub fn parts(&self) -> &[WeightPart] {
