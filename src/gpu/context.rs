@@ -130,6 +130,7 @@ pub struct Gpu {
     errors: Arc<ErrorSink>,
     buffers_created: AtomicU64,
     bytes_created: AtomicU64,
+    bytes_read_back: AtomicU64,
     unflushed_bytes: AtomicU64,
 }
 
@@ -198,6 +199,7 @@ impl Gpu {
             errors,
             buffers_created: AtomicU64::new(0),
             bytes_created: AtomicU64::new(0),
+            bytes_read_back: AtomicU64::new(0),
             unflushed_bytes: AtomicU64::new(0),
         })
     }
@@ -283,6 +285,15 @@ impl Gpu {
     /// Buffers created through [`Gpu::create_buffer`] so far (tensors, uniforms, staging): decode must not add any.
     pub fn buffers_created(&self) -> u64 {
         self.buffers_created.load(Ordering::Relaxed)
+    }
+
+    /// Bytes copied from the GPU to the CPU through [`crate::gpu::Readback`] since the device was created.
+    pub fn bytes_read_back(&self) -> u64 {
+        self.bytes_read_back.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_read_back(&self, bytes: u64) {
+        self.bytes_read_back.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Bytes of the buffers counted by [`Gpu::buffers_created`].

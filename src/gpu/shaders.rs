@@ -20,9 +20,18 @@ use crate::{err, Result};
 
 /// Every embedded shader: file stem → source. `#include "x.wgsl"` resolves here too.
 pub const SHADERS: &[(&str, &str)] = &[
+    ("attention_decode", include_str!("../../shaders/attention_decode.wgsl")),
+    ("attention_prefill", include_str!("../../shaders/attention_prefill.wgsl")),
     ("common", include_str!("../../shaders/common.wgsl")),
+    ("dequant", include_str!("../../shaders/dequant.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("get_rows", include_str!("../../shaders/get_rows.wgsl")),
+    ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_vec", include_str!("../../shaders/matmul_vec.wgsl")),
     ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
+    ("rope", include_str!("../../shaders/rope.wgsl")),
+    ("sample", include_str!("../../shaders/sample.wgsl")),
 ];
 
 /// The source of an embedded shader, by file stem (`"rms_norm"`).

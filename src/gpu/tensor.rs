@@ -358,6 +358,7 @@ impl Readback {
             gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(source, offset, &self.staging, 0, copy);
         gpu.queue().submit([encoder.finish()]);
+        gpu.count_read_back(copy);
 
         let (future, signal) = map_signal();
         self.staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));

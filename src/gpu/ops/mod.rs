@@ -5,11 +5,25 @@
 //! the tensors and [`crate::gpu::Gpu::features`], and returns a [`Dispatch`] to record; nothing is submitted. An f16
 //! tensor needs the `shader-f16` feature: op functions return a `usage` error otherwise, never a device error.
 
+pub mod attention;
 pub mod elementwise;
+pub mod get_rows;
+pub mod kv_store;
+pub mod matmul;
 pub mod rms_norm;
+pub mod rope;
+pub mod sample;
 
+pub use attention::{
+    attention, attention_decode, attention_decode_partials, attention_decode_with, attention_prefill, AttentionShape,
+};
 pub use elementwise::{add, mul, scale, silu_mul};
+pub use get_rows::get_rows;
+pub use kv_store::kv_store;
+pub use matmul::{matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
 pub use rms_norm::rms_norm;
+pub use rope::{rope, RopeParams};
+pub use sample::{argmax, draw_uniform, sample, SamplingParams};
 
 use super::context::Gpu;
 use super::tensor::{DType, Tensor};

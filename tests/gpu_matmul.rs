@@ -1,0 +1,615 @@
+//! The quantised kernels on a real device (Mesa lavapipe in CI): `matmul_vec` (decode), `matmul_tiled` (prefill) and
+//! `get_rows` (embedding lookup), for every GGML type webr1 supports, against the CPU reference dequantiser
+//! `webr1::quant::dequantize` (bit-exact with ggml) and a product computed in f64.
+//!
+//! Weights are seeded random blocks: random quant bytes with finite f16 scales (±[1e-3, 0.1]) and mins (±[1e-3, 1]),
+//! as `scripts/gen-quant-golden.py` makes them. A product's error is measured relative to `Σ_k |W[r, k]| · |x[t, k]|`,
+//! the scale its rounding errors grow with; the largest relative error per type is printed. Shapes are awkward on
+//! purpose: rows ∈ {1, 3, 17, 65}, K = 512 (two k-quant super-blocks) and, for the 32-element and float types, also
+//! 64 and 96; 1 and 3 tokens for the vector kernel, 1, 9 and 40 for the tiled one. Every kernel runs on the device
+//! forced onto the f32 path and on the default one (subgroups and f16 activations when the adapter has them).
+
+#[path = "common/gpu.rs"]
+mod gpu_common;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use gpu_common::{gpu, gpu_with, gpus, round_f16, to_f16, Rng};
+use pollster::block_on;
+use webr1::gpu::ops::{get_rows, matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
+use webr1::gpu::{DType, Dispatch, Gpu, GpuOptions, SplitWeight, Tensor};
+use webr1::quant::{dequantize, GgmlType};
+use webr1::ErrorCode;
+
+/// Every type webr1 computes with.
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+const ROWS: [usize; 4] = [1, 3, 17, 65];
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data
+
+/// Row lengths to test `ty` with: two super-blocks, and for types of small blocks also 2 and 3 blocks of 32.
+fn cols_for(ty: GgmlType) -> &'static [usize] {
+    match ty.block_size() {
+        256 => &[512],
+        _ => &[512, 64, 96],
+    }
+}
+
+/// Byte offsets in a block of the f16 scales and of the f16 mins (ggml-common.h).
+fn half_fields(ty: GgmlType) -> (&'static [usize], &'static [usize]) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => (&[0], &[]),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => (&[0], &[2]),
+        GgmlType::Q2_K => (&[80, 82], &[]),
+        GgmlType::Q3_K => (&[108], &[]),
+        GgmlType::Q4_K | GgmlType::Q5_K => (&[0, 2], &[]),
+        GgmlType::Q6_K => (&[208], &[]),
+        _ => (&[], &[]),
+    }
+}
+
+fn signed_uniform(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
+    let v = rng.uniform(lo, hi);
+    if rng.next_u64() & 1 == 0 {
+        v
+    } else {
+        -v
+    }
+}
+
+/// `rows × cols` seeded random weights of `ty`, as the raw bytes of a GGUF tensor.
+fn random_weight(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    match ty {
+        GgmlType::F32 => rng.vec(n, -1.0, 1.0).iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => to_f16(&rng.vec(n, -1.0, 1.0)).iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::BF16 => {
+            rng.vec(n, -1.0, 1.0).iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect()
+        }
+        _ => {
+            let block_bytes = ty.type_size() as usize;
+            let mut bytes = rng.bytes(ty.row_bytes(cols as u64).expect("whole blocks") as usize * rows);
+            let (scales, mins) = half_fields(ty);
+            for block in bytes.chunks_exact_mut(block_bytes) {
+                for &at in scales {
+                    let d = half::f16::from_f32(signed_uniform(rng, 1e-3, 0.1));
+                    block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                }
+                for &at in mins {
+                    let m = half::f16::from_f32(signed_uniform(rng, 1e-3, 1.0));
+                    block[at..at + 2].copy_from_slice(&m.to_le_bytes());
+                }
+            }
+            bytes
+        }
+    }
+}
+
+/// A random weight on the GPU and its CPU dequantisation (`rows × cols`, row-major).
+struct Weight {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+    values: Vec<f32>,
+}
+
+impl Weight {
+    fn random(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Weight {
+        let bytes = random_weight(rng, ty, rows, cols);
+        let mut values = vec![0.0; rows * cols];
+        dequantize(ty, &bytes, &mut values).unwrap_or_else(|e| panic!("{ty}: {e}"));
+        Weight { ty, rows, cols, bytes, values }
+    }
+
+    fn upload(&self, gpu: &Gpu) -> SplitWeight {
+        SplitWeight::from_bytes(gpu, "w", self.rows, self.cols, DType::Ggml(self.ty), &self.bytes).unwrap()
+    }
+}
+
+/// The activation dtypes a device computes on: f32 always, f16 with shader-f16.
+fn dtypes(gpu: &Gpu) -> Vec<DType> {
+    match gpu.features().shader_f16 {
+        true => vec![DType::F32, DType::F16],
+        false => vec![DType::F32],
+    }
+}
+
+/// An activation tensor holding `data` as `dtype`, and the values the GPU will see (rounded for f16).
+fn activation(gpu: &Gpu, shape: &[usize], dtype: DType, data: &[f32]) -> (Tensor, Vec<f32>) {
+    match dtype {
+        DType::F32 => (Tensor::from_f32(gpu, "x", shape, data).unwrap(), data.to_vec()),
+        DType::F16 => (Tensor::from_f16(gpu, "x", shape, &to_f16(data)).unwrap(), round_f16(data)),
+        other => panic!("no activations of {other:?}"),
+    }
+}
+
+fn variant(gpu: &Gpu, dtype: DType) -> String {
+    let reduction = if gpu.features().subgroups { "subgroups" } else { "shared memory" };
+    format!("{} activations, {reduction}", dtype.name())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reference and comparison
+
+/// `y[t, r] = Σ_k W[r, k] · x[t, k]` in f64, and the error scale `Σ_k |W[r, k] · x[t, k]|` of each element.
+fn reference(w: &Weight, x: &[f32], n_tokens: usize) -> (Vec<f64>, Vec<f64>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let mut y = vec![0.0; n_tokens * rows];
+    let mut scale = vec![0.0; n_tokens * rows];
+    for t in 0..n_tokens {
+        let xt = &x[t * cols..][..cols];
+        for r in 0..rows {
+            let wr = &w.values[r * cols..][..cols];
+            for (&a, &b) in wr.iter().zip(xt) {
+                let p = f64::from(a) * f64::from(b);
+                y[t * rows + r] += p;
+                scale[t * rows + r] += p.abs();
+            }
+        }
+    }
+    (y, scale)
+}
+
+/// Panics unless `|got - want| <= tol · scale` everywhere, naming the first failing index (token, row), both values and
+/// how many failed; returns the largest `|got - want| / scale`.
+fn check_product(what: &str, rows: usize, got: &[f32], want: &[f64], scale: &[f64], tol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    let rel: Vec<f64> = got
+        .iter()
+        .zip(want)
+        .zip(scale)
+        .map(|((&g, &w), &s)| {
+            let diff = (f64::from(g) - w).abs();
+            if diff.is_nan() {
+                f64::INFINITY
+            } else {
+                diff / s.max(f64::MIN_POSITIVE)
+            }
+        })
+        .collect();
+    let failures = rel.iter().filter(|&&e| e > tol).count();
+    if let Some(i) = rel.iter().position(|&e| e > tol) {
+        panic!(
+            "{what}: first failing index {i} (token {}, row {}): got {}, want {} (|diff| / Σ|w·x| = {:e}, tolerance \
+             {tol:e}); {failures} of {} elements fail",
+            i / rows,
+            i % rows,
+            got[i],
+            want[i],
+            rel[i],
+            got.len()
+        );
+    }
+    rel.into_iter().fold(0.0, f64::max)
+}
+
+/// The tolerance relative to `Σ|w·x|`: f32 accumulation of ≤ 512 products (and ggml's f32 dequantisation, whose last
+/// bit may differ where a GPU fuses `d * q + m`), plus the rounding of an f16 result.
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 1e-3,
+        _ => 1e-5,
+    }
+}
+
+fn run(gpu: &Gpu, dispatches: &[Dispatch], out: &Tensor) -> Vec<f32> {
+    gpu.submit(dispatches);
+    let label = dispatches.first().map_or("nothing", Dispatch::label);
+    block_on(out.read_f32(gpu)).unwrap_or_else(|e| panic!("{label}: {e}"))
+}
+
+type Kernel = fn(&Gpu, &SplitWeight, &Tensor, &Tensor) -> webr1::Result<Vec<Dispatch>>;
+
+/// The cases of one kernel test: rows of W, lengths of its rows (`None`: every length `cols_for` gives), tokens, and
+/// whether to run every device variant or only the forced-f32 device with f32 activations.
+struct Shapes<'a> {
+    rows: &'a [usize],
+    cols: Option<&'a [usize]>,
+    tokens: &'a [usize],
+    all_variants: bool,
+}
+
+/// Runs `kernel` for every type, shape, token count and device variant; returns the largest relative error per
+/// (type, activation dtype) and the number of cases.
+fn check_kernel(name: &str, kernel: Kernel, shapes: &Shapes, seed: u64) -> (BTreeMap<String, f64>, usize) {
+    let mut rng = Rng::new(seed);
+    let mut worst: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cases = 0;
+    let devices = gpus().into_iter().take(if shapes.all_variants { 2 } else { 1 });
+    for (device, gpu) in devices {
+        let dtypes = if shapes.all_variants { dtypes(&gpu) } else { vec![DType::F32] };
+        for ty in TYPES {
+            for &cols in shapes.cols.unwrap_or(cols_for(ty)) {
+                for &rows in shapes.rows {
+                    let w = Weight::random(&mut rng, ty, rows, cols);
+                    let wt = w.upload(&gpu);
+                    for &dtype in &dtypes {
+                        for &n_tokens in shapes.tokens {
+                            let (x, x_seen) =
+                                activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -1.0, 1.0));
+                            let y = Tensor::new(&gpu, "y", &[n_tokens, rows], dtype).unwrap();
+                            let what = format!(
+                                "{name} {ty} [{rows}, {cols}] × {n_tokens} tokens ({device}: {})",
+                                variant(&gpu, dtype)
+                            );
+                            let dispatches = kernel(&gpu, &wt, &x, &y).unwrap_or_else(|e| panic!("{what}: {e}"));
+                            let got = run(&gpu, &dispatches, &y);
+                            let (want, scale) = reference(&w, &x_seen, n_tokens);
+                            let err = check_product(&what, rows, &got, &want, &scale, tolerance(dtype));
+                            let key = format!("{ty:>5} {}", dtype.name());
+                            let entry = worst.entry(key).or_insert(0.0);
+                            *entry = entry.max(err);
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (worst, cases)
+}
+
+fn print_errors(name: &str, worst: &BTreeMap<String, f64>) {
+    println!("{name}: largest |error| / Σ|w·x| per type and activation dtype:");
+    for (key, err) in worst {
+        println!("  {key}: {err:.2e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Products
+
+#[test]
+fn matmul_vec_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let shapes = Shapes { rows: &ROWS, cols: None, tokens: &[1, 3], all_variants: true };
+    let (worst, cases) = check_kernel("matmul_vec", matmul_vec, &shapes, 0x5EED_0101);
+    print_errors("matmul_vec", &worst);
+    println!("matmul_vec: {cases} cases in {:.2?}", started.elapsed());
+}
+
+#[test]
+fn matmul_tiled_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let shapes = Shapes { rows: &ROWS, cols: None, tokens: &[1, 9, 40], all_variants: true };
+    let (worst, cases) = check_kernel("matmul_tiled", matmul_tiled, &shapes, 0x5EED_0102);
+    print_errors("matmul_tiled", &worst);
+    println!("matmul_tiled: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// Several tiles of rows and of tokens, with both tile heights (the device picks one; the other runs here too). The
+/// tiled kernel has no subgroup variant and f16 only changes its loads and stores, so the forced-f32 device is enough.
+#[test]
+fn matmul_tiled_spans_several_tiles() {
+    let started = Instant::now();
+    let shapes = Shapes { rows: &[130], cols: Some(&[256]), tokens: &[70, 8], all_variants: false };
+    let tiles_64: Kernel = |gpu, w, x, y| matmul_tiled_with(gpu, w, x, y, 64);
+    let tiles_128: Kernel = |gpu, w, x, y| matmul_tiled_with(gpu, w, x, y, 128);
+    let mut cases = 0;
+    for (name, kernel, seed) in
+        [("tiles of 64 rows", tiles_64, 0x5EED_0109), ("tiles of 128 rows", tiles_128, 0x5EED_010A)]
+    {
+        let (worst, n) = check_kernel(name, kernel, &shapes, seed);
+        print_errors(&format!("matmul_tiled, {name}"), &worst);
+        cases += n;
+    }
+    println!("matmul_tiled over several tiles: {cases} cases in {:.2?}", started.elapsed());
+}
+
+#[test]
+fn matmul_picks_the_kernel_by_token_count() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(0x5EED_0103);
+    let w = Weight::random(&mut rng, GgmlType::Q4_K, 5, 256);
+    let wt = w.upload(&gpu);
+    for (n_tokens, shader) in [(1, "matmul_vec"), (MAX_VEC_TOKENS, "matmul_vec"), (MAX_VEC_TOKENS + 1, "matmul")] {
+        let x_data = rng.vec(n_tokens * 256, -1.0, 1.0);
+        let x = Tensor::from_f32(&gpu, "x", &[n_tokens, 256], &x_data).unwrap();
+        let y = Tensor::new(&gpu, "y", &[n_tokens, 5], DType::F32).unwrap();
+        let dispatches = matmul(&gpu, &wt, &x, &y).unwrap();
+        assert_eq!(dispatches.len(), 1);
+        assert_eq!(dispatches[0].label(), format!("{shader}::{shader}"), "{n_tokens} tokens");
+        let (want, scale) = reference(&w, &x_data, n_tokens);
+        let what = format!("matmul of {n_tokens} tokens");
+        check_product(&what, 5, &run(&gpu, &dispatches, &y), &want, &scale, tolerance(DType::F32));
+    }
+}
+
+/// A weight split by rows under a tiny binding cap gives exactly the result of the unsplit weight.
+#[test]
+fn split_weights_give_the_same_products_as_whole_ones() {
+    let Some(whole_gpu) = gpu() else { return };
+    let Some(split_gpu) = gpu_with(GpuOptions { max_binding_bytes: Some(16 << 10), ..Default::default() }) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0104);
+    let (rows, cols) = (300, 256);
+    let mut cases = 0;
+    for ty in TYPES {
+        let w = Weight::random(&mut rng, ty, rows, cols);
+        let whole = w.upload(&whole_gpu);
+        let split = w.upload(&split_gpu);
+        assert_eq!(whole.parts().len(), 1);
+        assert!(split.parts().len() >= 2, "{ty}: {} part(s)", split.parts().len());
+        for (n_tokens, kernel) in [(1, matmul_vec as Kernel), (3, matmul_vec), (9, matmul_tiled)] {
+            let x = rng.vec(n_tokens * cols, -1.0, 1.0);
+            let mut results = Vec::new();
+            for (gpu, wt) in [(&whole_gpu, &whole), (&split_gpu, &split)] {
+                let xt = Tensor::from_f32(gpu, "x", &[n_tokens, cols], &x).unwrap();
+                let y = Tensor::new(gpu, "y", &[n_tokens, rows], DType::F32).unwrap();
+                let dispatches = kernel(gpu, wt, &xt, &y).unwrap();
+                assert_eq!(dispatches.len(), wt.parts().len());
+                results.push(run(gpu, &dispatches, &y));
+            }
+            let what = format!("{ty} [{rows}, {cols}] in {} parts × {n_tokens} tokens", split.parts().len());
+            if let Some(i) = results[0].iter().zip(&results[1]).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                panic!("{what}: split differs from whole first at index {i}: {} vs {}", results[1][i], results[0][i]);
+            }
+            let (want, scale) = reference(&w, &x, n_tokens);
+            check_product(&what, rows, &results[1], &want, &scale, tolerance(DType::F32));
+            cases += 1;
+        }
+    }
+    println!("split weights: {cases} cases in {:.2?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The embedding lookup
+
+/// The ids of the lookup tests: first, last, repeated, and out of range (`rows` and `u32::MAX`).
+fn lookup_ids(rows: usize) -> Vec<u32> {
+    let r = rows as u32;
+    vec![0, r - 1, r / 2, r, r / 2, u32::MAX, 1.min(r - 1), r + 7]
+}
+
+/// The rows `ids` select from `w`, zeros for out-of-range ids.
+fn lookup_reference(w: &Weight, ids: &[u32]) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&id| match w.values.chunks(w.cols).nth(id as usize) {
+            Some(row) => row.to_vec(),
+            None => vec![0.0; w.cols],
+        })
+        .collect()
+}
+
+/// Panics unless `got` is `want` up to `rel · max|want|` (a last-bit difference where a GPU fuses `d * q + m`) for
+/// f32, or an f16 rounding; returns the largest difference relative to the largest value.
+fn check_lookup(what: &str, cols: usize, got: &[f32], want: &[f32], dtype: DType) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let (atol, rtol) = match dtype {
+        DType::F16 => (1e-3 * peak, 1e-3),
+        _ => (2e-7 * peak, 0.0),
+    };
+    // NaN fails too.
+    let bad = |(g, w): (&f32, &f32)| {
+        let diff = (g - w).abs();
+        diff.is_nan() || diff > atol + rtol * w.abs()
+    };
+    if let Some(i) = got.iter().zip(want).position(bad) {
+        panic!(
+            "{what}: first failing index {i} (token {}, column {}): got {}, want {}; {} of {} elements fail",
+            i / cols,
+            i % cols,
+            got[i],
+            want[i],
+            got.iter().zip(want).filter(|p| bad(*p)).count(),
+            got.len()
+        );
+    }
+    got.iter().zip(want).map(|(g, w)| f64::from((g - w).abs() / peak)).fold(0.0, f64::max)
+}
+
+/// An output tensor pre-filled with a value that is in no row, so a row the kernel did not write is noticed.
+fn stale_output(gpu: &Gpu, n: usize, cols: usize, dtype: DType) -> Tensor {
+    activation(gpu, &[n, cols], dtype, &vec![12345.0; n * cols]).0
+}
+
+#[test]
+fn get_rows_matches_the_cpu_dequantiser() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0105);
+    let mut worst: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cases = 0;
+    for (device, gpu) in gpus() {
+        for ty in TYPES {
+            for &cols in cols_for(ty) {
+                let rows = [17, 65][cases % 2];
+                let w = Weight::random(&mut rng, ty, rows, cols);
+                let wt = w.upload(&gpu);
+                let ids = lookup_ids(rows);
+                let idt = Tensor::from_u32(&gpu, "ids", &[ids.len()], &ids).unwrap();
+                let want = lookup_reference(&w, &ids);
+                for dtype in dtypes(&gpu) {
+                    let out = stale_output(&gpu, ids.len(), cols, dtype);
+                    let got = run(&gpu, &get_rows(&gpu, &wt, &idt, &out).unwrap(), &out);
+                    let what = format!("get_rows {ty} [{rows}, {cols}] ({device}: {})", variant(&gpu, dtype));
+                    let err = check_lookup(&what, cols, &got, &want, dtype);
+                    let entry = worst.entry(format!("{ty:>5} {}", dtype.name())).or_insert(0.0);
+                    *entry = entry.max(err);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    println!("get_rows: largest |error| / max|row| per type and output dtype:");
+    for (key, err) in &worst {
+        println!("  {key}: {err:.2e}");
+    }
+    println!("get_rows: {cases} cases in {:.2?}", started.elapsed());
+}
+
+#[test]
+fn get_rows_reads_the_ids_when_it_runs_and_handles_split_weights() {
+    let Some(gpu) = gpu_with(GpuOptions { max_binding_bytes: Some(8 << 10), ..Default::default() }) else { return };
+    let mut rng = Rng::new(0x5EED_0106);
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::F16, GgmlType::Q5_0] {
+        let (rows, cols) = (100, 256);
+        let w = Weight::random(&mut rng, ty, rows, cols);
+        let wt = w.upload(&gpu);
+        assert!(wt.parts().len() >= 2, "{ty}: {} part(s)", wt.parts().len());
+        let ids = lookup_ids(rows);
+        let idt = Tensor::from_u32(&gpu, "ids", &[ids.len()], &ids).unwrap();
+        let out = stale_output(&gpu, ids.len(), cols, DType::F32);
+        let dispatches = get_rows(&gpu, &wt, &idt, &out).unwrap();
+        assert_eq!(dispatches.len(), wt.parts().len());
+        let what = format!("get_rows {ty} [{rows}, {cols}] in {} parts", wt.parts().len());
+        check_lookup(&what, cols, &run(&gpu, &dispatches, &out), &lookup_reference(&w, &ids), DType::F32);
+
+        // The same dispatches, new ids written into the same tensor: the kernel reads them when it runs.
+        let next: Vec<u32> = (0..ids.len() as u32).map(|i| (i * 13 + 5) % (rows as u32 + 3)).collect();
+        gpu.write_buffer(idt.buffer(), 0, bytemuck::cast_slice(&next)).unwrap();
+        let what = format!("{what}, replayed with new ids");
+        check_lookup(&what, cols, &run(&gpu, &dispatches, &out), &lookup_reference(&w, &next), DType::F32);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Grids, arguments, timing
+
+#[test]
+fn grids_beyond_the_per_dimension_limit_are_folded() {
+    let Some(gpu) = gpu() else { return };
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if max > 1 << 17 {
+        eprintln!("SKIP: this device launches {max} workgroups per dimension; nothing to fold at a testable size");
+        return;
+    }
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0107);
+    // matmul_vec: up to 16 rows per workgroup, so 16 · (max + 1) rows of one Q8_0 block.
+    let rows = 16 * (max + 1) + 3;
+    let w = Weight::random(&mut rng, GgmlType::Q8_0, rows, 32);
+    let wt = w.upload(&gpu);
+    let x_data = rng.vec(32, -1.0, 1.0);
+    let x = Tensor::from_f32(&gpu, "x", &[1, 32], &x_data).unwrap();
+    let y = Tensor::new(&gpu, "y", &[1, rows], DType::F32).unwrap();
+    let dispatches = matmul_vec(&gpu, &wt, &x, &y).unwrap();
+    assert!(dispatches[0].workgroups()[1] > 1, "{:?}", dispatches[0].workgroups());
+    let (want, scale) = reference(&w, &x_data, 1);
+    check_product("matmul_vec over a folded grid", rows, &run(&gpu, &dispatches, &y), &want, &scale, 1e-5);
+
+    // get_rows: one workgroup per token.
+    let n = max + 5;
+    let small = Weight::random(&mut rng, GgmlType::Q4_0, 7, 32);
+    let st = small.upload(&gpu);
+    let ids: Vec<u32> = (0..n as u32).map(|i| i % 9).collect();
+    let idt = Tensor::from_u32(&gpu, "ids", &[n], &ids).unwrap();
+    let out = Tensor::new(&gpu, "out", &[n, 32], DType::F32).unwrap();
+    let dispatches = get_rows(&gpu, &st, &idt, &out).unwrap();
+    assert!(dispatches[0].workgroups()[1] > 1, "{:?}", dispatches[0].workgroups());
+    let got = run(&gpu, &dispatches, &out);
+    check_lookup("get_rows over a folded grid", 32, &got, &lookup_reference(&small, &ids), DType::F32);
+    println!("folded grids: {:.2?}", started.elapsed());
+}
+
+#[test]
+fn kernels_reject_bad_arguments() {
+    let Some(gpu) = gpu_common::gpu_f32() else { return };
+    let q4k = SplitWeight::new(&gpu, "w", 6, 256, DType::Ggml(GgmlType::Q4_K)).unwrap();
+    let f32_tensor = |shape: &[usize]| Tensor::new(&gpu, "t", shape, DType::F32).unwrap();
+    let (x, y) = (f32_tensor(&[2, 256]), f32_tensor(&[2, 6]));
+    let err = |r: webr1::Result<Vec<Dispatch>>, code: ErrorCode, why: &str| {
+        let e = r.err().unwrap_or_else(|| panic!("accepted: {why}"));
+        assert_eq!(e.code, code, "{why}: {e}");
+    };
+    let usage = ErrorCode::Usage;
+    assert!(matmul(&gpu, &q4k, &x, &y).is_ok());
+    err(matmul(&gpu, &q4k, &f32_tensor(&[2, 255]), &y), usage, "x rows of the wrong length");
+    err(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 7])), usage, "y of the wrong width");
+    err(matmul(&gpu, &q4k, &x, &f32_tensor(&[3, 6])), usage, "y with another token count");
+    err(matmul(&gpu, &q4k, &x, &x), usage, "y aliasing x");
+    err(matmul_vec(&gpu, &q4k, &f32_tensor(&[9, 256]), &f32_tensor(&[9, 6])), usage, "9 tokens for matmul_vec");
+    err(matmul_tiled_with(&gpu, &q4k, &x, &y, 32), usage, "tiles of 32 rows");
+    let x16 = Tensor::from_f16(&gpu, "x16", &[2, 256], &to_f16(&[0.5; 512])).unwrap();
+    err(matmul(&gpu, &q4k, &x16, &y), usage, "f16 x without shader-f16");
+    let u32_weight = SplitWeight::new(&gpu, "w", 6, 256, DType::U32).unwrap();
+    err(matmul(&gpu, &u32_weight, &x, &y), usage, "a u32 weight");
+    let iq2 = SplitWeight::new(&gpu, "w", 6, 256, DType::Ggml(GgmlType::IQ2_XXS)).unwrap();
+    err(matmul(&gpu, &iq2, &x, &y), ErrorCode::QuantUnsupportedType, "an IQ2_XXS weight");
+    let odd = SplitWeight::new(&gpu, "w", 6, 6, DType::Ggml(GgmlType::F16)).unwrap();
+    err(matmul(&gpu, &odd, &f32_tensor(&[2, 6]), &y), usage, "F16 rows of 6 elements");
+
+    let ids = Tensor::from_u32(&gpu, "ids", &[2], &[0, 1]).unwrap();
+    let out = f32_tensor(&[2, 256]);
+    assert!(get_rows(&gpu, &q4k, &ids, &out).is_ok());
+    err(get_rows(&gpu, &q4k, &f32_tensor(&[2]), &out), usage, "f32 ids");
+    err(get_rows(&gpu, &q4k, &ids, &f32_tensor(&[3, 256])), usage, "out with another token count");
+    err(get_rows(&gpu, &q4k, &ids, &f32_tensor(&[2, 128])), usage, "out of the wrong width");
+    err(get_rows(&gpu, &q4k, &ids, &ids), usage, "out aliasing ids");
+}
+
+/// CPU time this process has used so far (user + system), natively on Linux: on a software GPU that is the work a
+/// kernel costs, whatever else the machine is doing. `None` elsewhere.
+fn process_cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+/// Runs `dispatches` a few times: the best wall time, and on a software GPU the CPU time per run.
+fn time_runs(gpu: &Gpu, dispatches: &[Dispatch]) -> (std::time::Duration, String) {
+    let reps = 5;
+    let cpu_before = process_cpu_time();
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..reps {
+        let started = Instant::now();
+        gpu.submit(dispatches);
+        gpu.wait_idle().unwrap();
+        best = best.min(started.elapsed());
+    }
+    let cpu = match (cpu_before, process_cpu_time()) {
+        (Some(a), Some(b)) => format!(", {:.1?} CPU time per run", (b - a) / reps),
+        _ => String::new(),
+    };
+    (best, cpu)
+}
+
+/// Not an assertion: how fast the products of one 896 × 4864 weight (Qwen2.5-0.5B's ffn_down) run here, for one
+/// token (decode) and 64 (prefill), as the best wall time of a few runs and, on a software GPU, the CPU time per run.
+#[test]
+fn timing() {
+    let Some(gpu) = gpu() else { return };
+    println!("on {}:", gpu.adapter());
+    let mut rng = Rng::new(0x5EED_0108);
+    let (rows, cols) = (896, 4864);
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_K] {
+        let bytes = random_weight(&mut rng, ty, rows, cols);
+        let w = SplitWeight::from_bytes(&gpu, "w", rows, cols, DType::Ggml(ty), &bytes).unwrap();
+        for (n_tokens, kernel, name) in [(1, matmul_vec as Kernel, "matmul_vec"), (64, matmul_tiled, "matmul_tiled")] {
+            let x = Tensor::from_f32(&gpu, "x", &[n_tokens, cols], &rng.vec(n_tokens * cols, -1.0, 1.0)).unwrap();
+            let y = Tensor::new(&gpu, "y", &[n_tokens, rows], DType::F32).unwrap();
+            let compile = Instant::now();
+            let dispatches = kernel(&gpu, &w, &x, &y).unwrap();
+            run(&gpu, &dispatches, &y);
+            let compile = compile.elapsed();
+            let (best, cpu) = time_runs(&gpu, &dispatches);
+            let gbps = bytes.len() as f64 / best.as_secs_f64() / 1e9;
+            let gflops = 2.0 * (rows * cols * n_tokens) as f64 / best.as_secs_f64() / 1e9;
+            println!(
+                "  {name} {ty} [{rows}, {cols}] × {n_tokens}: best {best:.2?} ({gbps:.2} GB/s of weights, {gflops:.1} \
+                 GFLOP/s){cpu}; first run with compilation {compile:.2?}"
+            );
+        }
+    }
+}
