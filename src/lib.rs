@@ -11,9 +11,11 @@
 
 pub mod chat;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod gpu;
+pub mod model;
 pub mod quant;
 pub mod tokenizer;
 

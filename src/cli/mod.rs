@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap).
 
 mod info;
+mod run;
 mod text;
 
 use clap::{Parser, Subcommand};
@@ -28,14 +29,21 @@ enum Command {
     Tokenize(text::TokenizeArgs),
     /// Render a conversation with the model's own chat template, exactly as the template writes it.
     Template(text::TemplateArgs),
+    /// Answer one prompt: the reasoning, then the answer, streamed.
+    Run(run::RunArgs),
 }
 
 pub fn main() -> ExitCode {
+    // Mesa's device-select Vulkan layer complains on stderr when XDG_RUNTIME_DIR is unset; it chooses nothing for us.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { model } => info::run(&model),
         Command::Tokenize(args) => text::tokenize(&args),
         Command::Template(args) => text::template(&args),
+        Command::Run(args) => run::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

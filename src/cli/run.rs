@@ -1,0 +1,189 @@
+//! `webr1 run MODEL -p TEXT`: one answer from a model, streamed: reasoning first (dimmed on a terminal, on standard
+//! error when standard output is piped), then the answer; speeds on standard error.
+
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use webr1::chat::{prompt_starts_in_reasoning, Message};
+use webr1::engine::{Engine, EngineOptions, Event, Finish, Input, Request, Sampling};
+use webr1::gpu::GpuOptions;
+use webr1::{err, Result};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Path of the GGUF file.
+    model: PathBuf,
+    /// The user's message (or, with --raw, the whole prompt).
+    #[arg(short, long)]
+    prompt: String,
+    /// A system message before the user's.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// 0 disables top-k.
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens to generate at most (reasoning and answer together).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Tokens of context to allocate (default: the model's, at most 16384).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// After this many reasoning tokens, close the reasoning and answer.
+    #[arg(long)]
+    think_budget: Option<usize>,
+    /// Use the prompt as given: no chat template, turn markers parsed, BOS as the model's metadata says.
+    #[arg(long)]
+    raw: bool,
+    /// Print one OpenAI-shaped `chat.completion` object (with the generated `token_ids`) instead of streaming.
+    #[arg(long)]
+    json: bool,
+    /// Do not show the reasoning.
+    #[arg(long)]
+    hide_reasoning: bool,
+    /// Use only f32 shaders (no shader-f16, no subgroups), as browsers without those features do.
+    #[arg(long)]
+    f32: bool,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    pollster::block_on(run_async(args))
+}
+
+async fn run_async(args: &RunArgs) -> Result<()> {
+    let options = EngineOptions {
+        gpu: GpuOptions { force_f32: args.f32, ..GpuOptions::default() },
+        context_length: args.ctx,
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::load_file(&args.model, options, |_| {}).await?;
+    let input = if args.raw {
+        let ids = engine.tokenizer().encode_trusted(&args.prompt, true)?;
+        Input::Tokens { ids, starts_in_reasoning: prompt_starts_in_reasoning(&args.prompt) }
+    } else {
+        let mut messages: Vec<Message> = args.system.iter().map(Message::system).collect();
+        messages.push(Message::user(&args.prompt));
+        Input::Messages(messages)
+    };
+    let request = Request {
+        input,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_k: if args.temperature == 0.0 { 1 } else { args.top_k },
+            top_p: args.top_p,
+            min_p: args.min_p,
+            seed: args.seed,
+        },
+        max_tokens: args.max_tokens,
+        thinking_budget: args.think_budget,
+        stop: Vec::new(),
+    };
+    let mut out = Output::new(args.hide_reasoning, args.json);
+    let mut generation = engine.generate(request)?;
+    while let Some(event) = generation.next().await {
+        match event? {
+            Event::Reasoning(text) => out.reasoning(&text),
+            Event::Content(text) => out.content(&text),
+            Event::Done(finish) => out.done(&finish, &args.model)?,
+        }
+    }
+    Ok(())
+}
+
+/// Where the text goes: a terminal sees both parts, a pipe gets the answer alone.
+struct Output {
+    tty: bool,
+    hide_reasoning: bool,
+    json: bool,
+    reasoning: String,
+    content: String,
+    in_reasoning: bool,
+}
+
+impl Output {
+    fn new(hide_reasoning: bool, json: bool) -> Output {
+        let tty = std::io::stdout().is_terminal();
+        Output { tty, hide_reasoning, json, reasoning: String::new(), content: String::new(), in_reasoning: false }
+    }
+
+    fn reasoning(&mut self, text: &str) {
+        self.reasoning.push_str(text);
+        if self.json || self.hide_reasoning {
+            return;
+        }
+        if self.tty {
+            if !self.in_reasoning {
+                print!("\x1b[2m");
+                self.in_reasoning = true;
+            }
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        } else {
+            eprint!("{text}");
+        }
+    }
+
+    fn content(&mut self, text: &str) {
+        if self.content.is_empty() && self.in_reasoning {
+            print!("\x1b[0m\n\n");
+            self.in_reasoning = false;
+        }
+        self.content.push_str(text);
+        if !self.json {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    fn done(&mut self, finish: &Finish, model: &std::path::Path) -> Result<()> {
+        if self.in_reasoning {
+            print!("\x1b[0m");
+        }
+        let u = &finish.usage;
+        if self.json {
+            let model = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let object = serde_json::json!({
+                "object": "chat.completion",
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.content, "reasoning_content": self.reasoning},
+                    "finish_reason": finish.reason.as_str(),
+                }],
+                "usage": {
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "total_tokens": u.prompt_tokens + u.completion_tokens,
+                    "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+                    "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+                    "prefill_tokens_per_second": u.prefill_tokens_per_second,
+                    "decode_tokens_per_second": u.decode_tokens_per_second,
+                },
+                "token_ids": finish.token_ids,
+            });
+            let text = serde_json::to_string(&object).map_err(|e| err!(Usage, "cannot write JSON: {e}"))?;
+            println!("{text}");
+        } else {
+            println!();
+        }
+        eprintln!(
+            "webr1: {} prompt tokens ({} cached) at {:.1} tok/s · {} generated at {:.1} tok/s · finish: {}{}",
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.prefill_tokens_per_second,
+            u.completion_tokens,
+            u.decode_tokens_per_second,
+            finish.reason.as_str(),
+            finish.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        );
+        Ok(())
+    }
+}

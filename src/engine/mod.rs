@@ -1,0 +1,169 @@
+//! The engine every front end uses (DESIGN decision 9): load a model, generate a stream of events, abort.
+//!
+//! It is async and target-agnostic: the browser package awaits it on WebGPU, the CLI and the server drive it with
+//! `pollster` natively. Generation works on token ids: the prompt is the chat template's rendering, tokenised with
+//! control tokens only where the template wrote them; the output is detokenised without ever splitting a character and
+//! split into R1's reasoning and its answer.
+
+mod generate;
+mod session;
+
+pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
+pub use session::{Session, DEFAULT_PREFILL_BATCH};
+
+use crate::chat::{ChatTemplate, Message, Prompt};
+use crate::config::ModelConfig;
+use crate::gguf::split::SplitGguf;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::model::{KvCache, WeightLoader};
+use crate::tokenizer::Tokenizer;
+use crate::{err, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub gpu: GpuOptions,
+    /// Tokens of context to allocate (default: the model's, at most 16384).
+    pub context_length: Option<usize>,
+    /// Prompt tokens per prefill dispatch list.
+    pub prefill_batch: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { gpu: GpuOptions::default(), context_length: None, prefill_batch: DEFAULT_PREFILL_BATCH }
+    }
+}
+
+/// Where loading stands: `phase` is `"upload"` while weights go to the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Stops a running generation from another thread or task.
+#[derive(Debug, Clone, Default)]
+pub struct AbortHandle(Arc<AtomicBool>);
+
+impl AbortHandle {
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// A loaded model with its tokenizer and chat template.
+pub struct Engine {
+    session: Session,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    abort: AbortHandle,
+}
+
+impl Engine {
+    /// Loads a GGUF file (or the first part of a split model, with its parts beside it) onto a new GPU device.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn load_file(
+        path: &std::path::Path,
+        options: EngineOptions,
+        mut progress: impl FnMut(LoadProgress),
+    ) -> Result<Engine> {
+        let (model, paths) = crate::gguf::split::open_files(path)?;
+        let gpu = Gpu::new(options.gpu.clone()).await?;
+        let (config, tokenizer, template, ctx) = Self::prepare(&gpu, &model, &options)?;
+        let loader = WeightLoader::new(&gpu, &config, &model)?;
+        let weights = loader
+            .load_files(&gpu, &paths, 8 << 20, |done, total| progress(LoadProgress { phase: "upload", done, total }))?;
+        gpu.check()?;
+        let session = Session::new(gpu, config, weights, ctx, options.prefill_batch)?;
+        Ok(Engine { session, tokenizer, template, abort: AbortHandle::default() })
+    }
+
+    /// Reads config, tokenizer and template, and checks that the model and its cache fit this device.
+    fn prepare(
+        gpu: &Gpu,
+        model: &SplitGguf,
+        options: &EngineOptions,
+    ) -> Result<(ModelConfig, Tokenizer, Option<ChatTemplate>, usize)> {
+        let tensors: Vec<_> = model.tensors().map(|(_, t)| t.clone()).collect();
+        let config = ModelConfig::new(model.metadata(), &tensors)?;
+        let tokenizer = Tokenizer::from_metadata(model.metadata())?;
+        let template = match model.metadata().get_str("tokenizer.chat_template")? {
+            Some(source) => {
+                let text = |id: Option<u32>| {
+                    id.map(|id| String::from_utf8_lossy(tokenizer.piece_with_special(id)).into_owned())
+                };
+                Some(ChatTemplate::new(
+                    source,
+                    &text(tokenizer.bos).unwrap_or_default(),
+                    &text(tokenizer.eos).unwrap_or_default(),
+                )?)
+            }
+            None => None,
+        };
+        let ctx = options.context_length.unwrap_or(16384).min(config.context_length as usize);
+        KvCache::check_fits(gpu, &config, ctx)?;
+        let max_buffer = gpu.limits().max_buffer_size;
+        let biggest_row = tensors.iter().map(|t| t.row_bytes()).max().unwrap_or(0);
+        if biggest_row > gpu.max_binding_bytes() || biggest_row > max_buffer {
+            return Err(err!(
+                ModelTooLarge,
+                "a row of {biggest_row} bytes does not fit one GPU binding ({} bytes)",
+                gpu.max_binding_bytes()
+            ));
+        }
+        Ok((config, tokenizer, template, ctx))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.session.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.session.gpu
+    }
+
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    /// The low-level session (feed tokens, read logits): for tests, perplexity and benchmarks.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Tokens of context allocated.
+    pub fn context_length(&self) -> usize {
+        self.session.cache.ctx()
+    }
+
+    /// A handle that aborts the running generation.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.abort.clone()
+    }
+
+    /// The prompt of a conversation, rendered with the model's template and tokenised safely.
+    pub fn prompt(&self, messages: &[Message]) -> Result<Prompt> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| err!(ChatNoTemplate, "this model has no chat template; pass a raw prompt instead"))?;
+        template.prompt(&self.tokenizer, messages)
+    }
+
+    /// Starts generating; pull events with [`Generation::next`].
+    pub fn generate(&mut self, request: Request) -> Result<Generation<'_>> {
+        Generation::new(self, request)
+    }
+}

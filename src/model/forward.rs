@@ -1,0 +1,164 @@
+//! The forward pass as an explicit list of dispatches, built once per batch size and replayed for every step
+//! (DESIGN decisions 5 and 6; in the manner of llama2.c's `forward()`).
+//!
+//! Per step the engine writes three tiny buffers (the token ids, their positions, and `step = [n_past, n_tokens]`)
+//! and submits the list as one command buffer; the last dispatch samples the next token on the GPU, so only its id
+//! (4 bytes) comes back.
+
+use super::kv_cache::KvCache;
+use super::weights::Weights;
+use crate::config::ModelConfig;
+use crate::gpu::ops::{self, AttentionShape, RopeParams};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::{err, Result};
+
+/// Inputs the engine writes before each submit.
+#[derive(Debug)]
+pub struct StepInputs {
+    /// `u32 [batch]`: the tokens of this step.
+    pub ids: Tensor,
+    /// `u32 [batch]`: their positions in the sequence.
+    pub pos: Tensor,
+    /// `u32 [4]`: `[n_past, n_tokens, 0, 0]`.
+    pub step: Tensor,
+}
+
+/// Activations of one batch size, `[batch, width]` each.
+#[derive(Debug)]
+struct Activations {
+    x: Tensor,
+    xn: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn: Tensor,
+    h: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    /// `[1, n_embd]`: the last token's normed state.
+    last: Tensor,
+}
+
+/// The dispatch list of one batch size and the buffers it reads and writes.
+#[derive(Debug)]
+pub struct Graph {
+    pub batch: usize,
+    pub inputs: StepInputs,
+    /// `f32 [1, n_vocab]`: the last token's logits.
+    pub logits: Tensor,
+    /// `u32 [1]`: the sampled token.
+    pub token: Tensor,
+    dispatches: Vec<Dispatch>,
+    _acts: Activations,
+}
+
+impl Graph {
+    /// Builds the forward pass for batches of exactly `batch` tokens over `cache`, ending with a sampler that reads
+    /// its settings from `sampling` (see [`crate::gpu::ops::SamplingParams`]).
+    pub fn build(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        weights: &Weights,
+        cache: &KvCache,
+        batch: usize,
+        sampling: &Tensor,
+    ) -> Result<Graph> {
+        if batch == 0 {
+            return Err(err!(Usage, "a batch of zero tokens"));
+        }
+        let c = config;
+        let (e, q_dim, kv_dim, ff) = (c.n_embd as usize, c.q_dim() as usize, c.kv_dim() as usize, c.n_ff as usize);
+        let act = |name: &str, width: usize| Tensor::new(gpu, name, &[batch, width], DType::F32);
+        let inputs = StepInputs {
+            ids: Tensor::new(gpu, "ids", &[batch], DType::U32)?,
+            pos: Tensor::new(gpu, "pos", &[batch], DType::U32)?,
+            step: Tensor::new(gpu, "step", &[4], DType::U32)?,
+        };
+        let a = Activations {
+            x: act("x", e)?,
+            xn: act("xn", e)?,
+            q: act("q", q_dim)?,
+            k: act("k", kv_dim)?,
+            v: act("v", kv_dim)?,
+            attn: act("attn", q_dim)?,
+            h: act("h", e)?,
+            gate: act("gate", ff)?,
+            up: act("up", ff)?,
+            last: Tensor::new(gpu, "last", &[1, e], DType::F32)?,
+        };
+        let logits = Tensor::new(gpu, "logits", &[1, c.n_vocab as usize], DType::F32)?;
+        let token = Tensor::new(gpu, "token", &[1], DType::U32)?;
+
+        let rope = RopeParams::from_config(c, weights.rope_freqs.as_ref());
+        let shape = AttentionShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            ctx: cache.ctx() as u32,
+            batch: batch as u32,
+        };
+        let mut d: Vec<Dispatch> = Vec::new();
+        let eps = c.rms_norm_eps;
+
+        // x = embedding of the tokens                                     [batch, n_embd]
+        d.extend(ops::get_rows(gpu, &weights.token_embd, &inputs.ids, &a.x)?);
+        for (l, w) in weights.layers.iter().enumerate() {
+            // Attention block: xn = norm(x); q, k, v = projections (+ bias); RoPE on q and k.
+            d.push(ops::rms_norm(gpu, &a.x, &w.attn_norm, &a.xn, eps)?);
+            d.extend(ops::matmul(gpu, &w.wq, &a.xn, &a.q)?); //                [batch, n_head · head_dim]
+            d.extend(ops::matmul(gpu, &w.wk, &a.xn, &a.k)?); //                [batch, n_head_kv · head_dim]
+            d.extend(ops::matmul(gpu, &w.wv, &a.xn, &a.v)?);
+            if let Some([bq, bk, bv]) = &w.bias {
+                d.push(ops::add(gpu, &a.q, bq, &a.q)?);
+                d.push(ops::add(gpu, &a.k, bk, &a.k)?);
+                d.push(ops::add(gpu, &a.v, bv, &a.v)?);
+            }
+            d.push(ops::rope(gpu, &a.q, &inputs.pos, c.n_head, c.head_dim, &rope)?);
+            d.push(ops::rope(gpu, &a.k, &inputs.pos, c.n_head_kv, c.head_dim, &rope)?);
+            // The batch's keys and values join the cache at rows n_past..; attention reads rows 0..=n_past + t.
+            d.push(ops::kv_store(gpu, &a.k, &cache.k[l], &inputs.step)?);
+            d.push(ops::kv_store(gpu, &a.v, &cache.v[l], &inputs.step)?);
+            d.extend(ops::attention(gpu, &a.q, &cache.k[l], &cache.v[l], &a.attn, &inputs.step, shape)?);
+            // x += attn · Wo                                              [batch, n_embd]
+            d.extend(ops::matmul(gpu, &w.wo, &a.attn, &a.h)?);
+            d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
+            // Feed-forward block: x += W_down · (silu(W_gate · xn) ⊙ W_up · xn)
+            d.push(ops::rms_norm(gpu, &a.x, &w.ffn_norm, &a.xn, eps)?);
+            d.extend(ops::matmul(gpu, &w.w_gate, &a.xn, &a.gate)?); //         [batch, n_ff]
+            d.extend(ops::matmul(gpu, &w.w_up, &a.xn, &a.up)?);
+            d.push(ops::silu_mul(gpu, &a.gate, &a.up, &a.gate)?);
+            d.extend(ops::matmul(gpu, &w.w_down, &a.gate, &a.h)?);
+            d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
+        }
+        // Only the last token's logits are needed: final norm and LM head on that row.   [1, n_vocab]
+        let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
+        d.push(ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, eps)?);
+        d.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
+        // The next token, sampled on the GPU.                                            u32 [1]
+        d.extend(ops::sample(gpu, &logits, 0, c.n_vocab as usize, sampling, &token, 0)?);
+        Ok(Graph { batch, inputs, logits, token, dispatches: d, _acts: a })
+    }
+
+    /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.
+    pub fn submit(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
+        if tokens.len() != self.batch {
+            return Err(err!(Usage, "{} tokens for a graph of batch {}", tokens.len(), self.batch));
+        }
+        let pos: Vec<u32> = (0..tokens.len()).map(|i| (n_past + i) as u32).collect();
+        gpu.write_buffer(self.inputs.ids.buffer(), 0, bytemuck::cast_slice(tokens))?;
+        gpu.write_buffer(self.inputs.pos.buffer(), 0, bytemuck::cast_slice(&pos))?;
+        let step = [n_past as u32, tokens.len() as u32, 0, 0];
+        gpu.write_buffer(self.inputs.step.buffer(), 0, bytemuck::cast_slice(&step))?;
+        gpu.submit(&self.dispatches);
+        Ok(())
+    }
+
+    /// Dispatches in the pass (for reports and tests).
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+}

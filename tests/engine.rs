@@ -1,0 +1,148 @@
+//! The engine's behaviour on a real model (smol135 on lavapipe in CI): decode allocates nothing and reads back 4 bytes
+//! per token, seeded sampling is reproducible, the thinking budget closes `</think>` and an answer follows, a prompt
+//! that extends the cache reuses it and gives the same logits as a fresh run, and streamed text never splits a
+//! character.
+
+mod common;
+
+use webr1::chat::Message;
+use webr1::engine::{Engine, EngineOptions, Event, Finish, FinishReason, Input, Request, Sampling};
+use webr1::gpu::GpuOptions;
+
+fn engine(force_f32: bool) -> Option<Engine> {
+    let path = common::model("smol135")?;
+    let options = EngineOptions {
+        gpu: GpuOptions { force_f32, ..GpuOptions::default() },
+        context_length: Some(512),
+        ..EngineOptions::default()
+    };
+    match pollster::block_on(Engine::load_file(&path, options, |_| {})) {
+        Ok(engine) => Some(engine),
+        Err(e) if e.code == webr1::ErrorCode::WebgpuUnavailable && !common::in_ci() => {
+            eprintln!("SKIP: no GPU adapter ({e})");
+            None
+        }
+        Err(e) => panic!("smol135 does not load: {e}"),
+    }
+}
+
+/// Runs a request to the end: (reasoning text, answer text, every event's text, finish).
+fn run(engine: &mut Engine, request: Request) -> (String, String, Vec<String>, Finish) {
+    pollster::block_on(async {
+        let mut generation = engine.generate(request).expect("generation starts");
+        let (mut reasoning, mut content, mut pieces, mut finish) = (String::new(), String::new(), Vec::new(), None);
+        while let Some(event) = generation.next().await {
+            match event.expect("generation step") {
+                Event::Reasoning(t) => {
+                    reasoning.push_str(&t);
+                    pieces.push(t);
+                }
+                Event::Content(t) => {
+                    content.push_str(&t);
+                    pieces.push(t);
+                }
+                Event::Done(f) => finish = Some(f),
+            }
+        }
+        (reasoning, content, pieces, finish.expect("a Done event"))
+    })
+}
+
+fn ask(text: &str) -> Request {
+    Request::new(Input::Messages(vec![Message::user(text)]))
+}
+
+#[test]
+fn decode_allocates_nothing_and_reads_back_four_bytes_per_token() {
+    let Some(mut engine) = engine(false) else { return };
+    let mut request = ask("Count from one to twenty.");
+    request.sampling = Sampling::greedy();
+    request.max_tokens = Some(4);
+    run(&mut engine, request.clone()); // builds the prefill and decode lists
+    let (buffers, read) = (engine.gpu().buffers_created(), engine.gpu().bytes_read_back());
+    request.max_tokens = Some(24);
+    let (_, _, _, finish) = run(&mut engine, request);
+    assert_eq!(finish.usage.completion_tokens, 24, "{finish:?}");
+    assert_eq!(engine.gpu().buffers_created(), buffers, "no GPU buffer may be created while generating");
+    let per_token = (engine.gpu().bytes_read_back() - read) as f64 / 25.0;
+    assert_eq!(per_token, 4.0, "4 bytes per token (the sampled id), prefill included");
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let Some(mut engine) = engine(false) else { return };
+    let mut request = ask("Write a short poem about the sea.");
+    request.sampling = Sampling { temperature: 1.0, top_k: 40, top_p: 0.95, min_p: 0.0, seed: 7 };
+    request.max_tokens = Some(20);
+    let a = run(&mut engine, request.clone()).3.token_ids;
+    let b = run(&mut engine, request.clone()).3.token_ids;
+    request.sampling.seed = 8;
+    let c = run(&mut engine, request).3.token_ids;
+    assert_eq!(a, b, "the same seed gives the same tokens");
+    assert_ne!(a, c, "another seed gives other tokens");
+}
+
+#[test]
+fn thinking_budget_closes_the_reasoning_and_an_answer_follows() {
+    let Some(mut engine) = engine(false) else { return };
+    let prompt = engine.prompt(&[Message::user("What is 17 times 3?")]).unwrap();
+    // As R1 templates that end with `<think>\n` do: the model's output starts inside the reasoning.
+    let mut ids = prompt.ids.clone();
+    ids.extend(engine.tokenizer().encode("<think>\n").unwrap());
+    let mut request = Request::new(Input::Tokens { ids, starts_in_reasoning: true });
+    request.sampling = Sampling::greedy();
+    request.thinking_budget = Some(12);
+    request.max_tokens = Some(40);
+    let (reasoning, content, _, finish) = run(&mut engine, request);
+    assert!(!reasoning.trim().is_empty(), "real reasoning text came first");
+    assert!(!content.trim().is_empty(), "an answer followed the forced </think>: {finish:?}");
+    assert!(!reasoning.contains("</think>") && !content.contains("</think>"), "the tag is not part of either text");
+    assert_eq!(finish.usage.reasoning_tokens, 12, "{finish:?}");
+}
+
+#[test]
+fn an_extended_prompt_reuses_the_cache_and_gives_the_same_logits() {
+    let Some(mut engine) = engine(true) else { return };
+    let first = vec![Message::user("Name three colours.")];
+    let mut request = Request::new(Input::Messages(first.clone()));
+    request.sampling = Sampling::greedy();
+    request.max_tokens = Some(12);
+    let (_, answer, _, _) = run(&mut engine, request.clone());
+    let mut second = first;
+    second.push(Message::assistant(answer));
+    second.push(Message::user("And three animals?"));
+    let prompt = engine.prompt(&second).unwrap();
+    request.input = Input::Messages(second);
+    request.max_tokens = Some(1);
+    let (_, _, _, finish) = run(&mut engine, request);
+    let cached = finish.usage.cached_tokens;
+    assert!(cached > 10, "the second turn reused the first's prefix: {:?}", finish.usage);
+    eprintln!("turn 2: {} prompt tokens, {cached} cached, {} computed", prompt.ids.len(), prompt.ids.len() - cached);
+    pollster::block_on(async {
+        let session = engine.session();
+        // The logits after the reused prefill (the generated token was never fed) ...
+        session.rewind(prompt.ids.len());
+        let reused = session.logits().await.unwrap();
+        // ... equal those of the whole prompt computed afresh.
+        session.rewind(0);
+        session.feed(&prompt.ids).unwrap();
+        let fresh = session.logits().await.unwrap();
+        let worst = reused.iter().zip(&fresh).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "reused and fresh logits differ by up to {worst}");
+    });
+}
+
+#[test]
+fn streamed_text_never_splits_a_character() {
+    let Some(mut engine) = engine(false) else { return };
+    let text = "🤔🌍🚀 日本語 🤔🌍🚀 日本語 🤔🌍🚀 日本語 🤔🌍🚀";
+    let ids = engine.tokenizer().encode(text).unwrap();
+    let mut request = Request::new(Input::Tokens { ids, starts_in_reasoning: false });
+    request.sampling = Sampling::greedy();
+    request.max_tokens = Some(16);
+    let (_, content, pieces, finish) = run(&mut engine, request);
+    assert!(!content.contains('\u{fffd}'), "{content:?}");
+    assert!(content.chars().any(|c| c.len_utf8() > 2), "the model continued with CJK or emoji: {content:?}");
+    assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')));
+    assert!(matches!(finish.reason, FinishReason::Length | FinishReason::Stop));
+}
