@@ -62,10 +62,12 @@ fn decode_allocates_nothing_and_reads_back_four_bytes_per_token() {
     let (buffers, read) = (engine.gpu().buffers_created(), engine.gpu().bytes_read_back());
     request.max_tokens = Some(24);
     let (_, _, _, finish) = run(&mut engine, request);
-    assert_eq!(finish.usage.completion_tokens, 24, "{finish:?}");
+    assert!(finish.usage.completion_tokens >= 8, "{finish:?}");
     assert_eq!(engine.gpu().buffers_created(), buffers, "no GPU buffer may be created while generating");
-    let per_token = (engine.gpu().bytes_read_back() - read) as f64 / 25.0;
-    assert_eq!(per_token, 4.0, "4 bytes per token (the sampled id), prefill included");
+    // One 4-byte read after the prefill, then one per step: each generated token, plus the end-of-generation token
+    // when that is how it stopped.
+    let reads = 1 + finish.usage.completion_tokens + usize::from(finish.reason == FinishReason::Stop);
+    assert_eq!(engine.gpu().bytes_read_back() - read, 4 * reads as u64, "4 bytes per token: {finish:?}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! logits after each are compared on the reference's top-10 ids (see "What agreement to expect" in the fixtures
 //! README). Then free-running greedy generation is compared token by token.
 //!
-//! CI runs every smol135 record and two qwen05 records; `WEBR1_SLOW=1` runs every record of qwen05 and qwen15.
+//! CI runs every smol135 record; `WEBR1_SLOW=1` runs qwen05 and qwen15 too (on lavapipe a qwen05 step takes seconds,
+//! so its records do not yet fit CI's time next to everything else).
 
 mod common;
 
@@ -184,7 +185,11 @@ fn smol135_matches_llama_cpp() {
 
 #[test]
 fn qwen05_matches_llama_cpp() {
-    run_model("qwen05", if common::slow() { usize::MAX } else { 2 });
+    if !common::slow() {
+        eprintln!("SKIP: qwen05 golden records run with WEBR1_SLOW=1");
+        return;
+    }
+    run_model("qwen05", usize::MAX);
 }
 
 #[test]

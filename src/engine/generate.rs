@@ -188,7 +188,7 @@ impl<'e> Generation<'e> {
         if self.engine.tokenizer.is_eog(token) {
             return self.finish(FinishReason::Stop, None);
         }
-        self.accept(&[token])?;
+        self.accept(&[token], false)?;
         if self.finished {
             return Ok(());
         }
@@ -199,7 +199,7 @@ impl<'e> Generation<'e> {
         if self.over_thinking_budget() {
             // Close the reasoning ourselves: the model then writes its answer.
             let close = self.engine.tokenizer.encode(&format!("\n{THINK_CLOSE}\n\n"))?;
-            self.accept(&close)?;
+            self.accept(&close, true)?;
             next.extend(close);
         }
         self.feed(&next)
@@ -241,12 +241,13 @@ impl<'e> Generation<'e> {
         session.feed(tokens)
     }
 
-    /// Turns generated tokens into text events.
-    fn accept(&mut self, tokens: &[u32]) -> Result<()> {
+    /// Turns generated tokens into text events. `forced` tokens (the `</think>` the engine writes at the thinking
+    /// budget) are part of the output but not of the reasoning.
+    fn accept(&mut self, tokens: &[u32], forced: bool) -> Result<()> {
         for &token in tokens {
             self.token_ids.push(token);
             self.usage.completion_tokens += 1;
-            if self.splitter.in_reasoning() {
+            if self.splitter.in_reasoning() && !forced {
                 self.usage.reasoning_tokens += 1;
             }
             let text = self.detok.push(self.engine.tokenizer.piece(token));
