@@ -25,12 +25,12 @@ pub use reasoning::{prompt_starts_in_reasoning, Delta, ReasoningSplitter, THINK_
 pub use safe::{Segment, END_MARKER, MARKER};
 pub use template::{ChatTemplate, Message};
 
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, Metadata};
 use crate::{err, Result};
 
 /// The token texts, `tokenizer.ggml.tokens`.
-fn vocabulary(gguf: &Gguf) -> Result<&[String]> {
-    let tokens = gguf.metadata.get_str_array("tokenizer.ggml.tokens")?;
+fn vocabulary(metadata: &Metadata) -> Result<&[String]> {
+    let tokens = metadata.get_str_array("tokenizer.ggml.tokens")?;
     tokens.ok_or_else(|| err!(GgufMissingKey, "the model's metadata has no 'tokenizer.ggml.tokens'"))
 }
 
@@ -41,7 +41,7 @@ pub const TOKEN_TYPE_CONTROL: i64 = 3;
 /// keeps user text from forming.
 pub fn control_tokens(gguf: &Gguf) -> Result<Vec<String>> {
     let metadata = &gguf.metadata;
-    let tokens = vocabulary(gguf)?;
+    let tokens = vocabulary(metadata)?;
     let Some(types) = metadata.get_array("tokenizer.ggml.token_type")? else {
         return Ok(Vec::new());
     };

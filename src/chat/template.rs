@@ -30,7 +30,7 @@
 use super::json::tojson_filter;
 use super::pyfmt::py_str;
 use super::strftime::{strftime, system_now, DateTime};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, Metadata};
 use crate::{err, Error, Result};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Value;
@@ -138,12 +138,16 @@ impl ChatTemplate {
     /// The model's own template (`tokenizer.chat_template`) with the texts of its BOS and EOS tokens
     /// (`tokenizer.ggml.bos_token_id` / `eos_token_id`; the empty text when an id is absent).
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
-        let metadata = &gguf.metadata;
+        Self::from_metadata(&gguf.metadata)
+    }
+
+    /// [`ChatTemplate::from_gguf`] from the metadata alone (of a split model's first part, say).
+    pub fn from_metadata(metadata: &Metadata) -> Result<Self> {
         let source = metadata
             .get_str("tokenizer.chat_template")?
             .ok_or_else(|| err!(ChatNoTemplate, "the model has no chat template (no 'tokenizer.chat_template')"))?;
-        let bos = special_token_text(gguf, "tokenizer.ggml.bos_token_id")?;
-        let eos = special_token_text(gguf, "tokenizer.ggml.eos_token_id")?;
+        let bos = special_token_text(metadata, "tokenizer.ggml.bos_token_id")?;
+        let eos = special_token_text(metadata, "tokenizer.ggml.eos_token_id")?;
         Self::new(source, &bos, &eos)
     }
 
@@ -187,11 +191,11 @@ impl ChatTemplate {
 }
 
 /// The text of the token whose id the metadata key holds.
-fn special_token_text(gguf: &Gguf, id_key: &str) -> Result<String> {
-    let Some(id) = gguf.metadata.get_uint(id_key)? else {
+fn special_token_text(metadata: &Metadata, id_key: &str) -> Result<String> {
+    let Some(id) = metadata.get_uint(id_key)? else {
         return Ok(String::new());
     };
-    let tokens = super::vocabulary(gguf)?;
+    let tokens = super::vocabulary(metadata)?;
     let token: Option<&String> = usize::try_from(id).ok().and_then(|i| tokens.get(i));
     token
         .cloned()

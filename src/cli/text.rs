@@ -49,13 +49,12 @@ fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn load_tokenizer(model: &std::path::Path) -> Result<(Tokenizer, super::SplitGguf)> {
-    let gguf = super::open_model(model)?;
-    Ok((Tokenizer::from_metadata(gguf.metadata())?, gguf))
+fn load_tokenizer(model: &std::path::Path) -> Result<Tokenizer> {
+    Tokenizer::from_metadata(super::open_model(model)?.metadata())
 }
 
 pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
-    let (tok, _) = load_tokenizer(&args.model)?;
+    let tok = load_tokenizer(&args.model)?;
     let bytes = read_input(args.file.as_ref())?;
     let text = String::from_utf8(bytes).map_err(|_| err!(Usage, "the text to tokenise is not UTF-8"))?;
     let mut ids = if args.special { tok.encode_trusted(&text, false)? } else { tok.encode(&text)? };
@@ -75,7 +74,7 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
 }
 
 pub fn template(args: &TemplateArgs) -> Result<()> {
-    let (tok, gguf) = load_tokenizer(&args.model)?;
+    let gguf = super::open_model(&args.model)?;
     let json = read_input(Some(&args.messages))?;
     let messages: Vec<Message> = serde_json::from_slice(&json).map_err(|e| {
         err!(
@@ -84,12 +83,7 @@ pub fn template(args: &TemplateArgs) -> Result<()> {
             args.messages.display()
         )
     })?;
-    let source = gguf.metadata().get_str("tokenizer.chat_template")?.ok_or_else(|| {
-        err!(ChatNoTemplate, "{} has no chat template (tokenizer.chat_template)", args.model.display())
-    })?;
-    let text_of = |id: Option<u32>| id.map(|id| String::from_utf8_lossy(tok.piece_with_special(id)).into_owned());
-    let template =
-        ChatTemplate::new(source, &text_of(tok.bos).unwrap_or_default(), &text_of(tok.eos).unwrap_or_default())?;
+    let template = ChatTemplate::from_metadata(gguf.metadata())?;
     let rendered = template.render(&messages, !args.no_generation_prompt)?;
     let mut out = std::io::stdout().lock();
     out.write_all(rendered.as_bytes())

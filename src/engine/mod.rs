@@ -96,16 +96,7 @@ impl Engine {
         let config = ModelConfig::new(model.metadata(), &tensors)?;
         let tokenizer = Tokenizer::from_metadata(model.metadata())?;
         let template = match model.metadata().get_str("tokenizer.chat_template")? {
-            Some(source) => {
-                let text = |id: Option<u32>| {
-                    id.map(|id| String::from_utf8_lossy(tokenizer.piece_with_special(id)).into_owned())
-                };
-                Some(ChatTemplate::new(
-                    source,
-                    &text(tokenizer.bos).unwrap_or_default(),
-                    &text(tokenizer.eos).unwrap_or_default(),
-                )?)
-            }
+            Some(_) => Some(ChatTemplate::from_metadata(model.metadata())?),
             None => None,
         };
         let ctx = options.context_length.unwrap_or(16384).min(config.context_length as usize);

@@ -270,10 +270,9 @@ impl Tokenizer {
 
     /// The token's bytes as text generation shows them; empty for control tokens.
     pub fn piece(&self, id: u32) -> &[u8] {
-        match self.types.get(id as usize) {
-            Some(TokenType::Control) | None => &[],
-            _ if self.special.is_control(id) => &[],
-            _ => &self.pieces[id as usize],
+        match self.pieces.get(id as usize) {
+            Some(piece) if !self.special.is_control(id) => piece,
+            _ => &[],
         }
     }
 
