@@ -10,20 +10,12 @@ use webr1::engine::{Engine, EngineOptions, Event, Finish, FinishReason, Input, R
 use webr1::gpu::GpuOptions;
 
 fn engine(force_f32: bool) -> Option<Engine> {
-    let path = common::model("smol135")?;
     let options = EngineOptions {
         gpu: GpuOptions { force_f32, ..GpuOptions::default() },
         context_length: Some(512),
         ..EngineOptions::default()
     };
-    match pollster::block_on(Engine::load_file(&path, options, |_| {})) {
-        Ok(engine) => Some(engine),
-        Err(e) if e.code == webr1::ErrorCode::WebgpuUnavailable && !common::in_ci() => {
-            eprintln!("SKIP: no GPU adapter ({e})");
-            None
-        }
-        Err(e) => panic!("smol135 does not load: {e}"),
-    }
+    pollster::block_on(common::engine("smol135", options))
 }
 
 /// Runs a request to the end: (reasoning text, answer text, every event's text, finish).
@@ -147,4 +139,37 @@ fn streamed_text_never_splits_a_character() {
     assert!(content.chars().any(|c| c.len_utf8() > 2), "the model continued with CJK or emoji: {content:?}");
     assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')));
     assert!(matches!(finish.reason, FinishReason::Length | FinishReason::Stop));
+}
+
+/// Greedy token ids and the first step's logits of `prompt` on a smol135 engine loaded with `options`.
+fn greedy_run(options: EngineOptions, prompt: &str, n: usize) -> Option<(Engine, Vec<u32>, Vec<f32>)> {
+    let mut engine = pollster::block_on(common::engine("smol135", options))?;
+    let ids = engine.prompt(&[Message::user(prompt)]).unwrap().ids;
+    let session = engine.session();
+    session.feed(&ids).unwrap();
+    let logits = pollster::block_on(session.logits()).unwrap();
+    let mut request = ask(prompt);
+    request.sampling = Sampling::greedy();
+    request.max_tokens = Some(n);
+    let tokens = run(&mut engine, request).3.token_ids;
+    Some((engine, tokens, logits))
+}
+
+#[test]
+fn weights_split_across_8_mib_bindings_give_the_same_tokens() {
+    let prompt = "List three prime numbers.";
+    let plain = EngineOptions { context_length: Some(256), ..EngineOptions::default() };
+    let Some((mut whole, want, want_logits)) = greedy_run(plain.clone(), prompt, 12) else { return };
+    let mut capped = plain;
+    capped.gpu.max_binding_bytes = Some(8 << 20);
+    let (mut split, got, got_logits) = greedy_run(capped, prompt, 12).unwrap();
+    // The Q8_0 embedding (also the LM head: smol135 ties them) is 31 MB: 4 parts under the cap, 1 without it.
+    let parts = |e: &mut Engine| e.session().weights.token_embd.parts().len();
+    assert_eq!(parts(&mut whole), 1);
+    let n_parts = parts(&mut split);
+    assert!(n_parts >= 4, "the embedding was not split: {n_parts} parts");
+    assert_eq!(got, want, "split weights changed the greedy tokens");
+    let max_diff = got_logits.iter().zip(&want_logits).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(max_diff < 1e-3, "logits differ by {max_diff} with split weights");
+    eprintln!("split into {n_parts} parts: {} tokens equal, max |Δlogit| {max_diff:e}", got.len());
 }

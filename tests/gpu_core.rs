@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use gpu_common::{assert_close, gpu, gpu_with, gpus, round_f16, to_f16, Rng};
 use pollster::block_on;
-use webr1::gpu::ops::{add, mul, rms_norm, scale, silu_mul};
+use webr1::gpu::ops::{add, mul, nll, rms_norm, scale, silu_mul};
 use webr1::gpu::{split_rows, Bind, DType, Dispatch, Gpu, GpuOptions, Launch, Macros, Readback, SplitWeight, Tensor};
 use webr1::quant::GgmlType;
 use webr1::ErrorCode;
@@ -212,6 +212,47 @@ fn elementwise_ops_match_the_cpu_reference() {
         }
     }
     println!("elementwise: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// `log(Σ exp(row)) − row[target]` in f64, or −1 for a target outside the row.
+fn cpu_nll(logits: &[f32], n_vocab: usize, targets: &[u32]) -> Vec<f32> {
+    logits
+        .chunks(n_vocab)
+        .zip(targets)
+        .map(|(row, &t)| {
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let lse = max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln();
+            row.get(t as usize).map_or(-1.0, |&v| (lse - f64::from(v)) as f32)
+        })
+        .collect()
+}
+
+#[test]
+fn nll_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0003);
+    let mut cases = 0;
+    for (_, gpu) in gpus() {
+        for rows in ROWS {
+            for n_vocab in [1, 7, 1000, 4097, 49_152] {
+                // Logits as large as a real LM head's (exp would overflow without the max), one row nearly certain.
+                let mut logits = rng.vec(rows * n_vocab, -30.0, 30.0);
+                let mut targets: Vec<u32> = (0..rows).map(|_| rng.below(n_vocab) as u32).collect();
+                if rows > 1 {
+                    logits[n_vocab + targets[1] as usize] = 200.0;
+                    targets[rows - 1] = n_vocab as u32; // outside the vocabulary: -1
+                }
+                let lt = Tensor::from_f32(&gpu, "logits", &[rows, n_vocab], &logits).unwrap();
+                let tt = Tensor::from_u32(&gpu, "targets", &[rows], &targets).unwrap();
+                let out = Tensor::new(&gpu, "nll", &[rows], DType::F32).unwrap();
+                let got = run(&gpu, &nll(&gpu, &lt, &tt, &out).unwrap(), &out);
+                let what = format!("nll rows {rows} n_vocab {n_vocab}");
+                assert_close(&what, &got, &cpu_nll(&logits, n_vocab, &targets), 1e-4, 1e-5);
+                cases += 1;
+            }
+        }
+    }
+    println!("nll: {cases} cases in {:.2?}", started.elapsed());
 }
 
 #[test]

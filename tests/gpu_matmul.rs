@@ -586,7 +586,7 @@ fn time_runs(gpu: &Gpu, dispatches: &[Dispatch]) -> (std::time::Duration, String
 }
 
 /// Not an assertion: how fast the products of one 896 × 4864 weight (Qwen2.5-0.5B's ffn_down) run here, for one
-/// token (decode) and 64 (prefill), as the best wall time of a few runs and, on a software GPU, the CPU time per run.
+/// token (decode), 8 (the vector kernel's most) and 64 (prefill), as the best wall time of a few runs and, on a software GPU, the CPU time per run.
 #[test]
 fn timing() {
     let Some(gpu) = gpu() else { return };
@@ -596,7 +596,12 @@ fn timing() {
     for ty in [GgmlType::Q8_0, GgmlType::Q4_K] {
         let bytes = random_weight(&mut rng, ty, rows, cols);
         let w = SplitWeight::from_bytes(&gpu, "w", rows, cols, DType::Ggml(ty), &bytes).unwrap();
-        for (n_tokens, kernel, name) in [(1, matmul_vec as Kernel, "matmul_vec"), (64, matmul_tiled, "matmul_tiled")] {
+        let kernels = [
+            (1, matmul_vec as Kernel, "matmul_vec"),
+            (8, matmul_vec, "matmul_vec"),
+            (64, matmul_tiled, "matmul_tiled"),
+        ];
+        for (n_tokens, kernel, name) in kernels {
             let x = Tensor::from_f32(&gpu, "x", &[n_tokens, cols], &rng.vec(n_tokens * cols, -1.0, 1.0)).unwrap();
             let y = Tensor::new(&gpu, "y", &[n_tokens, rows], DType::F32).unwrap();
             let compile = Instant::now();

@@ -6,6 +6,7 @@
 //! Every test runs on the forced-f32 device (shared-memory reductions) and the default one (subgroups where the
 //! adapter has them, as lavapipe does).
 
+mod common;
 #[path = "common/gpu.rs"]
 mod gpu_common;
 
@@ -440,6 +441,29 @@ fn draws_fit_the_cpu_distribution() {
         }
     }
     println!("goodness of fit: {} chains x {DRAWS} draws in {:.2?}", chains.len(), started.elapsed());
+}
+
+/// The same goodness-of-fit on a real model's next-token distribution (smol135 after a chat prompt, 49152 logits):
+/// temperature 1 with top-k and with top-p.
+#[test]
+fn draws_fit_a_real_models_distribution() {
+    let options = webr1::engine::EngineOptions { context_length: Some(128), ..Default::default() };
+    let Some(mut engine) = block_on(common::engine("smol135", options)) else { return };
+    let prompt = engine.prompt(&[webr1::chat::Message::user("Name a colour.")]).unwrap();
+    let session = engine.session();
+    session.feed(&prompt.ids).unwrap();
+    let row = block_on(session.logits()).unwrap();
+    assert_eq!(row.len(), SMOL_VOCAB);
+    let gpu = engine.gpu();
+    for (k, chain) in [
+        Chain { temperature: 1.0, top_k: 40, top_p: 1.0, min_p: 0.0 },
+        Chain { temperature: 1.0, top_k: 0, top_p: 0.9, min_p: 0.0 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_fit(gpu, &row, chain, 0xBEEF + k as u64, DRAWS);
+    }
 }
 
 /// Draws per case of the tie tests: 2 to 4 tokens survive, so expected counts stay above 100.

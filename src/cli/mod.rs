@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap).
 
 mod info;
+mod perplexity;
 mod run;
 mod text;
 
@@ -31,6 +32,8 @@ enum Command {
     Template(text::TemplateArgs),
     /// Answer one prompt: the reasoning, then the answer, streamed.
     Run(run::RunArgs),
+    /// Score a text: perplexity over windows of N tokens, as llama.cpp's llama-perplexity computes it.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(args) => text::tokenize(&args),
         Command::Template(args) => text::template(&args),
         Command::Run(args) => run::run(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,9 +6,11 @@
 //! split into R1's reasoning and its answer.
 
 mod generate;
+mod perplexity;
 mod session;
 
 pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
+pub use perplexity::{perplexity, Perplexity, PerplexityOptions};
 pub use session::{Session, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt};

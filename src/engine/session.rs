@@ -5,7 +5,7 @@
 use crate::config::ModelConfig;
 use crate::gpu::ops::SamplingParams;
 use crate::gpu::{DType, Gpu, Readback, Tensor};
-use crate::model::{Graph, KvCache, Weights};
+use crate::model::{Graph, Head, HeadKind, KvCache, Weights};
 use crate::{err, Result};
 use std::collections::HashMap;
 
@@ -21,12 +21,12 @@ pub struct Session {
     pub weights: Weights,
     pub cache: KvCache,
     prefill_batch: usize,
-    graphs: HashMap<usize, Graph>,
-    /// Batch sizes of the odd graphs, oldest first.
-    odd_graphs: Vec<usize>,
+    graphs: HashMap<(usize, HeadKind), Graph>,
+    /// The odd graphs, oldest first.
+    odd_graphs: Vec<(usize, HeadKind)>,
     sampling: Tensor,
     readback: Readback,
-    /// The graph that ran last (its `logits` and `token` hold the latest results).
+    /// The sampling graph that ran last (its `logits` and `token` hold the latest results).
     last_batch: Option<usize>,
 }
 
@@ -47,7 +47,7 @@ impl Session {
             readback,
             last_batch: None,
         };
-        session.ensure_graph(1)?;
+        session.ensure_graph(1, HeadKind::Sample)?;
         Ok(session)
     }
 
@@ -56,18 +56,31 @@ impl Session {
         self.gpu.write_buffer(self.sampling.buffer(), 0, bytemuck::bytes_of(params))
     }
 
-    /// Builds the dispatch list for `batch` tokens on first use.
-    fn ensure_graph(&mut self, batch: usize) -> Result<()> {
-        if !self.graphs.contains_key(&batch) {
-            let graph = Graph::build(&self.gpu, &self.config, &self.weights, &self.cache, batch, &self.sampling)?;
-            if batch != 1 && batch != self.prefill_batch {
-                self.odd_graphs.push(batch);
+    /// Builds the dispatch list for `batch` tokens ending as `kind` says on first use.
+    fn ensure_graph(&mut self, batch: usize, kind: HeadKind) -> Result<()> {
+        let key = (batch, kind);
+        if !self.graphs.contains_key(&key) {
+            let graph = Graph::build(&self.gpu, &self.config, &self.weights, &self.cache, batch, kind, &self.sampling)?;
+            if key != (1, HeadKind::Sample) && batch != self.prefill_batch {
+                self.odd_graphs.push(key);
                 if self.odd_graphs.len() > ODD_GRAPHS_KEPT {
                     let old = self.odd_graphs.remove(0);
                     self.graphs.remove(&old);
                 }
             }
-            self.graphs.insert(batch, graph);
+            self.graphs.insert(key, graph);
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, n: usize) -> Result<()> {
+        if self.cache.len() + n > self.cache.ctx() {
+            return Err(err!(
+                ContextFull,
+                "the context holds {} tokens; {n} more do not fit in {}",
+                self.cache.len(),
+                self.cache.ctx()
+            ));
         }
         Ok(())
     }
@@ -75,24 +88,43 @@ impl Session {
     /// Computes `tokens` after those already in the cache, in chunks of at most the prefill batch; afterwards the
     /// logits and sampled token of the last one are ready. Fails when the context would overflow.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        if self.cache.len() + tokens.len() > self.cache.ctx() {
-            return Err(err!(
-                ContextFull,
-                "the context holds {} tokens; {} more do not fit in {}",
-                self.cache.len(),
-                tokens.len(),
-                self.cache.ctx()
-            ));
-        }
+        self.check_room(tokens.len())?;
         for chunk in tokens.chunks(self.prefill_batch) {
             let n_past = self.cache.len();
-            self.ensure_graph(chunk.len())?;
-            let graph = self.graphs.get(&chunk.len()).ok_or_else(|| err!(Usage, "no graph of {}", chunk.len()))?;
-            graph.submit(&self.gpu, chunk, n_past)?;
+            self.ensure_graph(chunk.len(), HeadKind::Sample)?;
+            self.graphs[&(chunk.len(), HeadKind::Sample)].submit(&self.gpu, chunk, n_past)?;
             self.cache.extend(chunk);
             self.last_batch = Some(chunk.len());
         }
         Ok(())
+    }
+
+    /// Computes `tokens` after those already in the cache, like [`Session::feed`], and returns for each position `i`
+    /// the negative log-likelihood (natural log) of `targets[i]` given the tokens up to and including `tokens[i]`.
+    /// The logits stay on the GPU: 4 bytes per token come back. Afterwards no sampled token is ready.
+    pub async fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>> {
+        if tokens.len() != targets.len() {
+            return Err(err!(Usage, "score: {} tokens but {} targets", tokens.len(), targets.len()));
+        }
+        if let Some(&bad) = targets.iter().find(|&&t| t >= self.config.n_vocab) {
+            return Err(err!(Usage, "score: target {bad} is outside the vocabulary of {}", self.config.n_vocab));
+        }
+        self.check_room(tokens.len())?;
+        self.last_batch = None;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (chunk, want) in tokens.chunks(self.prefill_batch).zip(targets.chunks(self.prefill_batch)) {
+            let n_past = self.cache.len();
+            self.ensure_graph(chunk.len(), HeadKind::Score)?;
+            let graph = &self.graphs[&(chunk.len(), HeadKind::Score)];
+            graph.set_targets(&self.gpu, want)?;
+            graph.submit(&self.gpu, chunk, n_past)?;
+            let Head::Score { nll, .. } = &graph.head else { return Err(err!(Usage, "not a scoring graph")) };
+            let nll = nll.clone();
+            self.cache.extend(chunk);
+            let bytes = self.readback.read(&self.gpu, nll.buffer(), nll.offset(), nll.byte_size()).await?;
+            out.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
+        }
+        Ok(out)
     }
 
     /// Keeps only the first `n` cached tokens (to reuse a shared prefix).
@@ -100,26 +132,31 @@ impl Session {
         self.cache.truncate(n);
     }
 
-    fn last_graph(&self) -> Result<&Graph> {
-        self.last_batch.and_then(|b| self.graphs.get(&b)).ok_or_else(|| err!(Usage, "no tokens were fed yet"))
+    /// The last sampling graph's logits and sampled token.
+    fn last_head(&self) -> Result<(&Tensor, &Tensor)> {
+        let graph = self.last_batch.and_then(|b| self.graphs.get(&(b, HeadKind::Sample)));
+        match graph.map(|g| &g.head) {
+            Some(Head::Sample { logits, token }) => Ok((logits, token)),
+            _ => Err(err!(Usage, "no tokens were fed since the last rewind or scoring")),
+        }
     }
 
     /// The token sampled after the last fed token (reads back 4 bytes).
     pub async fn sampled(&mut self) -> Result<u32> {
-        let buffer = self.last_graph()?.token.buffer().clone();
+        let buffer = self.last_head()?.1.buffer().clone();
         let bytes = self.readback.read(&self.gpu, &buffer, 0, 4).await?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
     /// The logits after the last fed token.
     pub async fn logits(&mut self) -> Result<Vec<f32>> {
-        let logits = self.last_graph()?.logits.clone();
+        let logits = self.last_head()?.0.clone();
         let bytes = self.readback.read(&self.gpu, logits.buffer(), logits.offset(), logits.byte_size()).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Dispatches per decode step.
     pub fn decode_dispatches(&self) -> usize {
-        self.graphs.get(&1).map_or(0, Graph::len)
+        self.graphs.get(&(1, HeadKind::Sample)).map_or(0, Graph::len)
     }
 }

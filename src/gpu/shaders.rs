@@ -29,6 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_vec", include_str!("../../shaders/matmul_vec.wgsl")),
+    ("nll", include_str!("../../shaders/nll.wgsl")),
     ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),

@@ -3,7 +3,8 @@
 //!
 //! Per step the engine writes three tiny buffers (the token ids, their positions, and `step = [n_past, n_tokens]`)
 //! and submits the list as one command buffer; the last dispatch samples the next token on the GPU, so only its id
-//! (4 bytes) comes back.
+//! (4 bytes) comes back. Perplexity uses the same trunk with a scoring head: logits for every token and, on the GPU,
+//! the negative log-likelihood of the token that follows each, one `f32` per token back.
 
 use super::kv_cache::KvCache;
 use super::weights::Weights;
@@ -37,6 +38,36 @@ struct Activations {
     up: Tensor,
     /// `[1, n_embd]`: the last token's normed state.
     last: Tensor,
+    /// The decode attention's scratch (batch 1 only), shared by the layers, which run one after another.
+    partials: Option<Tensor>,
+}
+
+/// What the pass ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadKind {
+    /// Generation: the final norm and LM head on the last token only, then the sampler.
+    Sample,
+    /// Perplexity: the final norm and LM head on every token, then each token's NLL of its target (the next token).
+    Score,
+}
+
+/// The outputs of the pass.
+#[derive(Debug)]
+pub enum Head {
+    Sample {
+        /// `f32 [1, n_vocab]`: the last token's logits.
+        logits: Tensor,
+        /// `u32 [1]`: the sampled token.
+        token: Tensor,
+    },
+    Score {
+        /// `u32 [batch]`: the token each position should predict (written before each submit).
+        targets: Tensor,
+        /// `f32 [batch, n_vocab]`: every token's logits.
+        logits: Tensor,
+        /// `f32 [batch]`: `-log p(targets[i])` after token `i`.
+        nll: Tensor,
+    },
 }
 
 /// The dispatch list of one batch size and the buffers it reads and writes.
@@ -44,23 +75,21 @@ struct Activations {
 pub struct Graph {
     pub batch: usize,
     pub inputs: StepInputs,
-    /// `f32 [1, n_vocab]`: the last token's logits.
-    pub logits: Tensor,
-    /// `u32 [1]`: the sampled token.
-    pub token: Tensor,
+    pub head: Head,
     dispatches: Vec<Dispatch>,
     _acts: Activations,
 }
 
 impl Graph {
-    /// Builds the forward pass for batches of exactly `batch` tokens over `cache`, ending with a sampler that reads
-    /// its settings from `sampling` (see [`crate::gpu::ops::SamplingParams`]).
+    /// Builds the forward pass for batches of exactly `batch` tokens over `cache`, ending as `kind` says; a sampler
+    /// reads its settings from `sampling` (see [`crate::gpu::ops::SamplingParams`]).
     pub fn build(
         gpu: &Gpu,
         config: &ModelConfig,
         weights: &Weights,
         cache: &KvCache,
         batch: usize,
+        kind: HeadKind,
         sampling: &Tensor,
     ) -> Result<Graph> {
         if batch == 0 {
@@ -74,7 +103,7 @@ impl Graph {
             pos: Tensor::new(gpu, "pos", &[batch], DType::U32)?,
             step: Tensor::new(gpu, "step", &[4], DType::U32)?,
         };
-        let a = Activations {
+        let mut a = Activations {
             x: act("x", e)?,
             xn: act("xn", e)?,
             q: act("q", q_dim)?,
@@ -85,9 +114,8 @@ impl Graph {
             gate: act("gate", ff)?,
             up: act("up", ff)?,
             last: Tensor::new(gpu, "last", &[1, e], DType::F32)?,
+            partials: None,
         };
-        let logits = Tensor::new(gpu, "logits", &[1, c.n_vocab as usize], DType::F32)?;
-        let token = Tensor::new(gpu, "token", &[1], DType::U32)?;
 
         let rope = RopeParams::from_config(c, weights.rope_freqs.as_ref());
         let shape = AttentionShape {
@@ -96,6 +124,10 @@ impl Graph {
             head_dim: c.head_dim,
             ctx: cache.ctx() as u32,
             batch: batch as u32,
+        };
+        a.partials = match batch {
+            1 => Some(ops::attention_decode_partials(gpu, shape)?),
+            _ => None,
         };
         let mut d: Vec<Dispatch> = Vec::new();
         let eps = c.rms_norm_eps;
@@ -118,7 +150,21 @@ impl Graph {
             // The batch's keys and values join the cache at rows n_past..; attention reads rows 0..=n_past + t.
             d.push(ops::kv_store(gpu, &a.k, &cache.k[l], &inputs.step)?);
             d.push(ops::kv_store(gpu, &a.v, &cache.v[l], &inputs.step)?);
-            d.extend(ops::attention(gpu, &a.q, &cache.k[l], &cache.v[l], &a.attn, &inputs.step, shape)?);
+            match &a.partials {
+                Some(p) => d.extend(ops::attention_decode_with(
+                    gpu,
+                    &a.q,
+                    &cache.k[l],
+                    &cache.v[l],
+                    &a.attn,
+                    &inputs.step,
+                    shape,
+                    p,
+                )?),
+                None => {
+                    d.push(ops::attention_prefill(gpu, &a.q, &cache.k[l], &cache.v[l], &a.attn, &inputs.step, shape)?)
+                }
+            }
             // x += attn · Wo                                              [batch, n_embd]
             d.extend(ops::matmul(gpu, &w.wo, &a.attn, &a.h)?);
             d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
@@ -130,13 +176,31 @@ impl Graph {
             d.extend(ops::matmul(gpu, &w.w_down, &a.gate, &a.h)?);
             d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
         }
-        // Only the last token's logits are needed: final norm and LM head on that row.   [1, n_vocab]
-        let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
-        d.push(ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, eps)?);
-        d.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
-        // The next token, sampled on the GPU.                                            u32 [1]
-        d.extend(ops::sample(gpu, &logits, 0, c.n_vocab as usize, sampling, &token, 0)?);
-        Ok(Graph { batch, inputs, logits, token, dispatches: d, _acts: a })
+        let n_vocab = c.n_vocab as usize;
+        let head = match kind {
+            HeadKind::Sample => {
+                // Only the last token's logits are needed: final norm and LM head on that row.   [1, n_vocab]
+                let logits = Tensor::new(gpu, "logits", &[1, n_vocab], DType::F32)?;
+                let token = Tensor::new(gpu, "token", &[1], DType::U32)?;
+                let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
+                d.push(ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, eps)?);
+                d.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
+                // The next token, sampled on the GPU.                                            u32 [1]
+                d.extend(ops::sample(gpu, &logits, 0, n_vocab, sampling, &token, 0)?);
+                Head::Sample { logits, token }
+            }
+            HeadKind::Score => {
+                // Every token's logits, and the NLL of the token that follows it.       [batch, n_vocab], [batch]
+                let targets = Tensor::new(gpu, "targets", &[batch], DType::U32)?;
+                let logits = Tensor::new(gpu, "logits", &[batch, n_vocab], DType::F32)?;
+                let nll = Tensor::new(gpu, "nll", &[batch], DType::F32)?;
+                d.push(ops::rms_norm(gpu, &a.x, &weights.output_norm, &a.xn, eps)?);
+                d.extend(ops::matmul(gpu, weights.lm_head(), &a.xn, &logits)?);
+                d.push(ops::nll(gpu, &logits, &targets, &nll)?);
+                Head::Score { targets, logits, nll }
+            }
+        };
+        Ok(Graph { batch, inputs, head, dispatches: d, _acts: a })
     }
 
     /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.
@@ -151,6 +215,17 @@ impl Graph {
         gpu.write_buffer(self.inputs.step.buffer(), 0, bytemuck::cast_slice(&step))?;
         gpu.submit(&self.dispatches);
         Ok(())
+    }
+
+    /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].
+    pub fn set_targets(&self, gpu: &Gpu, targets: &[u32]) -> Result<()> {
+        match &self.head {
+            Head::Score { targets: buffer, .. } if targets.len() == self.batch => {
+                gpu.write_buffer(buffer.buffer(), 0, bytemuck::cast_slice(targets))
+            }
+            Head::Score { .. } => Err(err!(Usage, "{} targets for a graph of batch {}", targets.len(), self.batch)),
+            Head::Sample { .. } => Err(err!(Usage, "a sampling graph has no targets")),
+        }
     }
 
     /// Dispatches in the pass (for reports and tests).

@@ -5,6 +5,6 @@ pub mod forward;
 pub mod kv_cache;
 pub mod weights;
 
-pub use forward::{Graph, StepInputs};
+pub use forward::{Graph, Head, HeadKind, StepInputs};
 pub use kv_cache::KvCache;
 pub use weights::{LayerWeights, WeightLoader, Weights};

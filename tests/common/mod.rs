@@ -61,3 +61,17 @@ pub fn vocab_gguf(name: &str) -> Option<PathBuf> {
         other => model(other),
     }
 }
+
+/// Test model `name` loaded with `options`, or `None` when the test should skip: the model is missing (see
+/// [`model`]) or there is no GPU adapter, which under `CI=true` fails instead.
+pub async fn engine(name: &str, options: webr1::engine::EngineOptions) -> Option<webr1::engine::Engine> {
+    let path = model(name)?;
+    match webr1::engine::Engine::load_file(&path, options, |_| {}).await {
+        Ok(engine) => Some(engine),
+        Err(e) if e.code == webr1::ErrorCode::WebgpuUnavailable && !in_ci() => {
+            eprintln!("SKIP: no GPU adapter ({e}); install mesa-vulkan-drivers for lavapipe");
+            None
+        }
+        Err(e) => panic!("{name} does not load: {e}"),
+    }
+}
