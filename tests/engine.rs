@@ -173,3 +173,24 @@ fn weights_split_across_8_mib_bindings_give_the_same_tokens() {
     assert!(max_diff < 1e-3, "logits differ by {max_diff} with split weights");
     eprintln!("split into {n_parts} parts: {} tokens equal, max |Δlogit| {max_diff:e}", got.len());
 }
+
+#[test]
+fn a_full_context_ends_with_length_and_says_so() {
+    let options = EngineOptions { context_length: Some(56), ..EngineOptions::default() };
+    let Some(mut engine) = pollster::block_on(common::engine("smol135", options)) else { return };
+    let mut request = ask("Tell me a long story about a lighthouse keeper.");
+    request.sampling = Sampling::greedy();
+    let prompt_tokens =
+        engine.prompt(&[Message::user("Tell me a long story about a lighthouse keeper.")]).unwrap().ids.len();
+    assert!(prompt_tokens < 48, "the prompt leaves room to generate: {prompt_tokens} tokens");
+    let (_, content, _, finish) = run(&mut engine, request);
+    assert_eq!(finish.reason, FinishReason::Length, "{finish:?}");
+    assert!(finish.note.as_deref().is_some_and(|n| n.contains("context of 56")), "{finish:?}");
+    // Every cache row is used, and the token sampled from the last row is output too (it needs no row of its own).
+    assert_eq!(prompt_tokens + finish.usage.completion_tokens, 57, "generation used the whole context: {content:?}");
+    // A prompt longer than the context is not an error either: it finishes at once with the reason given.
+    let (_, _, _, finish) = run(&mut engine, ask(&"many words ".repeat(40)));
+    assert_eq!(finish.reason, FinishReason::Length, "{finish:?}");
+    assert_eq!(finish.usage.completion_tokens, 0);
+    assert!(finish.note.as_deref().is_some_and(|n| n.contains("fills the context")), "{finish:?}");
+}
