@@ -16,10 +16,20 @@ use pollster::block_on;
 use webr1::config::{RopeScaling, RopeStyle};
 use webr1::gpu::ops::{
     attention, attention_decode, attention_decode_partials, attention_decode_with, attention_prefill, kv_store, rope,
-    AttentionShape, RopeParams,
+    AttentionIo, AttentionShape, RopeParams,
 };
 use webr1::gpu::{DType, Dispatch, Gpu, Readback, Tensor};
 use webr1::ErrorCode;
+
+fn io<'a>(
+    q: &'a Tensor,
+    k_cache: &'a Tensor,
+    v_cache: &'a Tensor,
+    out: &'a Tensor,
+    step: &'a Tensor,
+) -> AttentionIo<'a> {
+    AttentionIo { q, k_cache, v_cache, out, step }
+}
 
 /// The cache (or RoPE activation) dtypes this device computes on: f32 always, f16 with shader-f16.
 fn dtypes(gpu: &Gpu) -> Vec<DType> {
@@ -368,7 +378,7 @@ fn attention_prefill_matches_the_cpu_reference() {
                         let out = Tensor::new(&gpu, "out", &[batch as usize, (n_head * head_dim) as usize], DType::F32)
                             .unwrap();
                         let step = step_tensor(&gpu, 0, 0);
-                        let d = attention_prefill(&gpu, &q, &k, &v, &out, &step, shape).unwrap();
+                        let d = attention_prefill(&gpu, io(&q, &k, &v, &out, &step), shape).unwrap();
                         for &(n_past, n_tokens) in runs {
                             let what = format!(
                                 "attention_prefill heads {n_head}/{n_head_kv} head_dim {head_dim} batch {batch} \
@@ -416,7 +426,7 @@ fn attention_decode_matches_the_cpu_reference_at_every_context_length() {
                         let q = Tensor::from_f32(&gpu, "q", &[1, n_head as usize, head_dim as usize], &q_data).unwrap();
                         let out = Tensor::new(&gpu, "out", &[1, (n_head * head_dim) as usize], DType::F32).unwrap();
                         let step = step_tensor(&gpu, 0, 0);
-                        let dispatches = attention(&gpu, &q, &k, &v, &out, &step, shape).unwrap();
+                        let dispatches = attention(&gpu, io(&q, &k, &v, &out, &step), shape).unwrap();
                         assert_eq!(dispatches.len(), 2, "decode is the chunks and the combine pass");
                         let chunks = dispatches[0].workgroups()[0];
                         if len == 2000 {
@@ -452,7 +462,7 @@ fn attention_decode_with_an_empty_batch_writes_nothing() {
     let q = Tensor::from_f32(&gpu, "q", &[1, 12, 64], &rng.vec(12 * 64, -1.0, 1.0)).unwrap();
     let out = Tensor::from_f32(&gpu, "out", &[1, 12 * 64], &[SENTINEL; 12 * 64]).unwrap();
     let step = step_tensor(&gpu, 150, 0);
-    let got = run(&gpu, &attention(&gpu, &q, &k, &v, &out, &step, shape).unwrap(), &out);
+    let got = run(&gpu, &attention(&gpu, io(&q, &k, &v, &out, &step), shape).unwrap(), &out);
     assert!(got.iter().all(|&x| x == SENTINEL), "n_tokens = 0 wrote output");
 }
 
@@ -471,7 +481,7 @@ fn decode_layers_can_share_one_scratch_tensor() {
         let q_data = rng.vec(12 * 128, -4.0, 4.0);
         let q = Tensor::from_f32(&gpu, "q", &[1, 12, 128], &q_data).unwrap();
         let out = Tensor::new(&gpu, "out", &[1, 12 * 128], DType::F32).unwrap();
-        list.extend(attention_decode_with(&gpu, &q, &k, &v, &out, &step, shape, &partials).unwrap());
+        list.extend(attention_decode_with(&gpu, io(&q, &k, &v, &out, &step), shape, &partials).unwrap());
         layers.push((out, cpu_attention(&q_data, &k_seen, &v_seen, shape, 650, 1)));
     }
     gpu.submit(&list);
@@ -487,7 +497,7 @@ fn decode_layers_can_share_one_scratch_tensor() {
     }
     let (q, out) = (&layers[0].0, &layers[1].0);
     let small = attention_decode_partials(&gpu, AttentionShape { ctx: 100, ..shape }).unwrap();
-    let e = attention_decode_with(&gpu, q, q, q, out, &step, shape, &small).unwrap_err();
+    let e = attention_decode_with(&gpu, io(q, q, q, out, &step), shape, &small).unwrap_err();
     assert_eq!(e.code, ErrorCode::Usage, "partials for another context: {e}");
 }
 
@@ -502,7 +512,7 @@ fn attention_decode_time_at_context_2000() {
         let q = Tensor::from_f32(&gpu, "q", &[1, 28, 128], &rng.vec(28 * 128, -1.0, 1.0)).unwrap();
         let out = Tensor::new(&gpu, "out", &[1, 28 * 128], DType::F32).unwrap();
         let step = step_tensor(&gpu, 0, 1);
-        let dispatches = attention(&gpu, &q, &k, &v, &out, &step, shape).unwrap();
+        let dispatches = attention(&gpu, io(&q, &k, &v, &out, &step), shape).unwrap();
         let _ = run(&gpu, &dispatches, &out); // compile and warm up
         for len in [1, 300, 2000] {
             set_step(&gpu, &step, len - 1, 1);
@@ -558,7 +568,7 @@ fn prompt_in_two_chunks_then_decode_steps_match_the_cpu() {
                     kv_store(&gpu, &k, &k_cache, &step).unwrap(),
                     kv_store(&gpu, &v, &v_cache, &step).unwrap(),
                 ];
-                list.extend(attention(&gpu, &q, &k_cache, &v_cache, &out, &step, shape).unwrap());
+                list.extend(attention(&gpu, io(&q, &k_cache, &v_cache, &out, &step), shape).unwrap());
                 (list, [q, k, v, out], pos)
             };
             let prefill = build(batch);
@@ -648,18 +658,22 @@ fn rope_kv_store_and_attention_reject_bad_arguments() {
     let shape = AttentionShape { n_head: 12, n_head_kv: 2, head_dim: 64, ctx: 50, batch: 4 };
     let (q, out) = (t(&[4, 12, 64], DType::F32), t(&[4, 768], DType::F32));
     let kc = t(&[50, 2, 64], DType::F32);
-    assert!(attention(&gpu, &q, &kc, &cache, &out, &step, shape).is_ok());
-    usage(attention(&gpu, &q, &kc, &cache, &out, &step, AttentionShape { n_head_kv: 5, ..shape }), "12 heads over 5");
-    usage(attention(&gpu, &q, &kc, &cache, &out, &step, AttentionShape { head_dim: 56, ..shape }), "head_dim 56");
-    usage(attention(&gpu, &q, &kc, &cache, &out, &step, AttentionShape { ctx: 49, ..shape }), "a cache of 50 rows");
-    usage(attention(&gpu, &q, &kc, &cache, &q, &step, shape), "out aliasing q");
-    usage(attention(&gpu, &q, &kc, &cache, &out, &t(&[1], DType::U32), shape), "a step of one word");
-    usage(attention_decode(&gpu, &q, &kc, &cache, &out, &step, shape), "decode of a batch of 4");
+    assert!(attention(&gpu, io(&q, &kc, &cache, &out, &step), shape).is_ok());
+    usage(
+        attention(&gpu, io(&q, &kc, &cache, &out, &step), AttentionShape { n_head_kv: 5, ..shape }),
+        "12 heads over 5",
+    );
+    usage(attention(&gpu, io(&q, &kc, &cache, &out, &step), AttentionShape { head_dim: 56, ..shape }), "head_dim 56");
+    usage(attention(&gpu, io(&q, &kc, &cache, &out, &step), AttentionShape { ctx: 49, ..shape }), "a cache of 50 rows");
+    usage(attention(&gpu, io(&q, &kc, &cache, &q, &step), shape), "out aliasing q");
+    let short_step = t(&[1], DType::U32);
+    usage(attention(&gpu, io(&q, &kc, &cache, &out, &short_step), shape), "a step of one word");
+    usage(attention_decode(&gpu, io(&q, &kc, &cache, &out, &step), shape), "decode of a batch of 4");
     if gpu.features().shader_f16 {
         let vh = t(&[50, 2, 64], DType::F16);
-        usage(attention(&gpu, &q, &kc, &vh, &out, &step, shape), "k f32 and v f16");
+        usage(attention(&gpu, io(&q, &kc, &vh, &out, &step), shape), "k f32 and v f16");
     }
-    assert!(attention_prefill(&gpu, &q, &kc, &cache, &out, &step, shape).is_ok(), "prefill of a batch of 4");
+    assert!(attention_prefill(&gpu, io(&q, &kc, &cache, &out, &step), shape).is_ok(), "prefill of a batch of 4");
 
     // An f16 cache on a device without shader-f16.
     let Some(f32_only) = gpu_common::gpu_f32() else { return };

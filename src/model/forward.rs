@@ -9,7 +9,7 @@
 use super::kv_cache::KvCache;
 use super::weights::Weights;
 use crate::config::ModelConfig;
-use crate::gpu::ops::{self, AttentionShape, RopeParams};
+use crate::gpu::ops::{self, AttentionIo, AttentionShape, RopeParams};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::{err, Result};
 
@@ -150,20 +150,11 @@ impl Graph {
             // The batch's keys and values join the cache at rows n_past..; attention reads rows 0..=n_past + t.
             d.push(ops::kv_store(gpu, &a.k, &cache.k[l], &inputs.step)?);
             d.push(ops::kv_store(gpu, &a.v, &cache.v[l], &inputs.step)?);
+            let io =
+                AttentionIo { q: &a.q, k_cache: &cache.k[l], v_cache: &cache.v[l], out: &a.attn, step: &inputs.step };
             match &a.partials {
-                Some(p) => d.extend(ops::attention_decode_with(
-                    gpu,
-                    &a.q,
-                    &cache.k[l],
-                    &cache.v[l],
-                    &a.attn,
-                    &inputs.step,
-                    shape,
-                    p,
-                )?),
-                None => {
-                    d.push(ops::attention_prefill(gpu, &a.q, &cache.k[l], &cache.v[l], &a.attn, &inputs.step, shape)?)
-                }
+                Some(partials) => d.extend(ops::attention_decode_with(gpu, io, shape, partials)?),
+                None => d.push(ops::attention_prefill(gpu, io, shape)?),
             }
             // x += attn · Wo                                              [batch, n_embd]
             d.extend(ops::matmul(gpu, &w.wo, &a.attn, &a.h)?);

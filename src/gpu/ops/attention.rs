@@ -44,6 +44,20 @@ impl AttentionShape {
     }
 }
 
+/// The tensors an attention dispatch reads and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionIo<'a> {
+    /// f32 `[batch, n_head, head_dim]`, after RoPE.
+    pub q: &'a Tensor,
+    /// f32 or f16 `[ctx, n_head_kv, head_dim]`, both the same dtype.
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+    /// f32 `[batch, n_head * head_dim]`.
+    pub out: &'a Tensor,
+    /// The engine's `u32` tensor `[n_past, n_tokens, 0, 0]`, read when the dispatches run.
+    pub step: &'a Tensor,
+}
+
 /// The prefill kernel's tiles for `head_dim`: (query rows per workgroup, keys per K/V tile), within 16 KiB of
 /// workgroup memory (WebGPU's default limit).
 fn prefill_tiles(head_dim: u32) -> (u32, u32) {
@@ -54,36 +68,19 @@ fn prefill_tiles(head_dim: u32) -> (u32, u32) {
     }
 }
 
-/// Attention of `q` (f32 `[batch, n_head, head_dim]`, after RoPE) over the caches `k_cache`, `v_cache` (f32 or f16
-/// `[ctx, n_head_kv, head_dim]`, the same dtype) into `out` (f32 `[batch, n_head * head_dim]`): the decode kernels when
-/// the batch capacity is 1, the prefill kernel otherwise. `step` is the engine's `u32` tensor
-/// `[n_past, n_tokens, 0, 0]`, read when the dispatches run.
-pub fn attention(
-    gpu: &Gpu,
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    out: &Tensor,
-    step: &Tensor,
-    shape: AttentionShape,
-) -> Result<Vec<Dispatch>> {
+/// Attention of `io.q` over the caches into `io.out` (see [`AttentionIo`]): the decode kernels when the batch capacity
+/// is 1, the prefill kernel otherwise.
+pub fn attention(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<Vec<Dispatch>> {
     match shape.batch {
-        1 => attention_decode(gpu, q, k_cache, v_cache, out, step, shape),
-        _ => Ok(vec![attention_prefill(gpu, q, k_cache, v_cache, out, step, shape)?]),
+        1 => attention_decode(gpu, io, shape),
+        _ => Ok(vec![attention_prefill(gpu, io, shape)?]),
     }
 }
 
 /// The prefill kernel (any batch capacity), as described at [`attention`]: one dispatch.
-pub fn attention_prefill(
-    gpu: &Gpu,
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    out: &Tensor,
-    step: &Tensor,
-    shape: AttentionShape,
-) -> Result<Dispatch> {
-    let f16 = check("attention_prefill", gpu, q, k_cache, v_cache, out, step, shape)?;
+pub fn attention_prefill(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<Dispatch> {
+    let f16 = check("attention_prefill", gpu, io, shape)?;
+    let AttentionIo { q, k_cache, v_cache, out, step } = io;
     let AttentionShape { n_head, n_head_kv, head_dim, ctx, batch } = shape;
     let (rows, block_kv) = prefill_tiles(head_dim);
     // q_tile and kv_tile (padded by a vec4 per row), scores, row_factor and row_end.
@@ -109,17 +106,9 @@ pub fn attention_prefill(
 
 /// The decode kernels (batch capacity 1), as described at [`attention`]: the chunks, then the combine pass, with a
 /// scratch tensor of their own (see [`attention_decode_partials`]), kept alive by the dispatches.
-pub fn attention_decode(
-    gpu: &Gpu,
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    out: &Tensor,
-    step: &Tensor,
-    shape: AttentionShape,
-) -> Result<Vec<Dispatch>> {
+pub fn attention_decode(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<Vec<Dispatch>> {
     let partials = attention_decode_partials(gpu, shape)?;
-    attention_decode_with(gpu, q, k_cache, v_cache, out, step, shape, &partials)
+    attention_decode_with(gpu, io, shape, &partials)
 }
 
 /// The scratch tensor of the decode kernels for `shape`: f32 `[n_head, ceil(ctx / chunk), head_dim + 2]`, one record
@@ -133,18 +122,14 @@ pub fn attention_decode_partials(gpu: &Gpu, shape: AttentionShape) -> Result<Ten
 }
 
 /// [`attention_decode`] with the scratch tensor `partials` given (from [`attention_decode_partials`] for this shape).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_decode_with(
     gpu: &Gpu,
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    out: &Tensor,
-    step: &Tensor,
+    io: AttentionIo<'_>,
     shape: AttentionShape,
     partials: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let f16 = check("attention_decode", gpu, q, k_cache, v_cache, out, step, shape)?;
+    let f16 = check("attention_decode", gpu, io, shape)?;
+    let AttentionIo { q, k_cache, v_cache, out, step } = io;
     if shape.batch != 1 {
         return Err(err!(Usage, "attention_decode: the batch capacity must be 1, got {}", shape.batch));
     }
@@ -214,18 +199,9 @@ fn decode_chunk(gpu: &Gpu, group: u32, head_dim: u32) -> Result<u32> {
 }
 
 /// Checks tensors and shape; returns whether the caches are f16.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    op: &str,
-    gpu: &Gpu,
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    out: &Tensor,
-    step: &Tensor,
-    shape: AttentionShape,
-) -> Result<bool> {
+fn check(op: &str, gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<bool> {
     check_shape(op, shape)?;
+    let AttentionIo { q, k_cache, v_cache, out, step } = io;
     let AttentionShape { n_head, n_head_kv, head_dim, ctx, batch } = shape;
     let f16 = activation(gpu, op, "k_cache", k_cache)?;
     let q_len = u64::from(batch) * u64::from(n_head) * u64::from(head_dim);
