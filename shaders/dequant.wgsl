@@ -107,6 +107,7 @@ fn byte_of(q: u32, i: u32) -> u32 {
 // F32, F16, BF16: "blocks" of 4 elements, one vec4 (rows of a multiple of 4 elements keep them 8-byte aligned).
 
 #ifdef TYPE_F32
+#define DEQUANT dequant_f32
 #define BLOCK_SIZE 4u
 #define BLOCK_BYTES 16u
 #define PARTS 1u
@@ -117,13 +118,10 @@ fn dequant_f32(block: u32, part: u32) -> array<vec4<f32>, 1> {
     let i = block >> 2u;
     return array<vec4<f32>, 1>(bitcast<vec4<f32>>(vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u])));
 }
-
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 1> {
-    return dequant_f32(block, part);
-}
 #endif
 
 #ifdef TYPE_F16
+#define DEQUANT dequant_f16
 #define BLOCK_SIZE 4u
 #define BLOCK_BYTES 8u
 #define PARTS 1u
@@ -135,13 +133,10 @@ fn dequant_f16(block: u32, part: u32) -> array<vec4<f32>, 1> {
     let i = block >> 2u;
     return array<vec4<f32>, 1>(vec4<f32>(unpack2x16float(w[i]), unpack2x16float(w[i + 1u])));
 }
-
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 1> {
-    return dequant_f16(block, part);
-}
 #endif
 
 #ifdef TYPE_BF16
+#define DEQUANT dequant_bf16
 #define BLOCK_SIZE 4u
 #define BLOCK_BYTES 8u
 #define PARTS 1u
@@ -156,10 +151,6 @@ fn dequant_bf16(block: u32, part: u32) -> array<vec4<f32>, 1> {
     let bits = vec4<u32>(a << 16u, a & 0xFFFF0000u, b << 16u, b & 0xFFFF0000u);
     return array<vec4<f32>, 1>(bitcast<vec4<f32>>(bits));
 }
-
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 1> {
-    return dequant_bf16(block, part);
-}
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -167,6 +158,7 @@ fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 1> {
 // j (low nibble) and element j + 16 (high nibble); in Q5, bit j of qh is bit 4 of element j.
 
 #ifdef TYPE_Q4_0
+#define DEQUANT dequant_q4_0
 #define BLOCK_SIZE 32u
 #define BLOCK_BYTES 18u
 #define PARTS 1u
@@ -190,6 +182,7 @@ fn dequant_q4_0(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #endif
 
 #ifdef TYPE_Q4_1
+#define DEQUANT dequant_q4_1
 #define BLOCK_SIZE 32u
 #define BLOCK_BYTES 20u
 #define PARTS 1u
@@ -211,6 +204,7 @@ fn dequant_q4_1(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #endif
 
 #ifdef TYPE_Q5_0
+#define DEQUANT dequant_q5_0
 #define BLOCK_SIZE 32u
 #define BLOCK_BYTES 22u
 #define PARTS 1u
@@ -237,6 +231,7 @@ fn dequant_q5_0(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #endif
 
 #ifdef TYPE_Q5_1
+#define DEQUANT dequant_q5_1
 #define BLOCK_SIZE 32u
 #define BLOCK_BYTES 24u
 #define PARTS 1u
@@ -261,6 +256,7 @@ fn dequant_q5_1(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #endif
 
 #ifdef TYPE_Q8_0
+#define DEQUANT dequant_q8_0
 #define BLOCK_SIZE 32u
 #define BLOCK_BYTES 34u
 #define PARTS 1u
@@ -309,6 +305,7 @@ fn part_offset(part: u32, g: u32) -> u32 {
 // 128h + 32j + 16m + 8l + 4c .. +4. The 4 parts of a half cover it (SPAN 128).
 
 #ifdef TYPE_Q2_K
+#define DEQUANT dequant_q2_k
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 84u
 #define PARTS 8u
@@ -317,6 +314,7 @@ fn part_offset(part: u32, g: u32) -> u32 {
 #define K_CRUMB_PARTS
 #endif
 #ifdef TYPE_Q3_K
+#define DEQUANT dequant_q3_k
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 110u
 #define PARTS 8u
@@ -398,6 +396,7 @@ fn dequant_q3_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
 // SPAN of 64. Blocks are 16-byte aligned.
 
 #ifdef TYPE_Q4_K
+#define DEQUANT dequant_q4_k
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 144u
 #define PARTS 8u
@@ -406,6 +405,7 @@ fn dequant_q3_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #define K_NIBBLE_PARTS
 #endif
 #ifdef TYPE_Q5_K
+#define DEQUANT dequant_q5_k
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 176u
 #define PARTS 8u
@@ -491,6 +491,7 @@ fn dequant_q5_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
 // SPAN of 128.
 
 #ifdef TYPE_Q6_K
+#define DEQUANT dequant_q6_k
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 210u
 #define PARTS 8u
@@ -535,56 +536,9 @@ fn dequant_q6_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #endif
 
 // The entry every kernel calls: dequant_<type> of the TYPE_ macro.
-#ifdef TYPE_Q4_0
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q4_0(block, part);
+fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, PART_VECS> {
+    return DEQUANT(block, part);
 }
-#endif
-#ifdef TYPE_Q4_1
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q4_1(block, part);
-}
-#endif
-#ifdef TYPE_Q5_0
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q5_0(block, part);
-}
-#endif
-#ifdef TYPE_Q5_1
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q5_1(block, part);
-}
-#endif
-#ifdef TYPE_Q8_0
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q8_0(block, part);
-}
-#endif
-#ifdef TYPE_Q2_K
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q2_k(block, part);
-}
-#endif
-#ifdef TYPE_Q3_K
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q3_k(block, part);
-}
-#endif
-#ifdef TYPE_Q4_K
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q4_k(block, part);
-}
-#endif
-#ifdef TYPE_Q5_K
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q5_k(block, part);
-}
-#endif
-#ifdef TYPE_Q6_K
-fn dequant_part(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    return dequant_q6_k(block, part);
-}
-#endif
 
 // Types without their own part_offset (the float types: one vec4 per part).
 #ifndef LEGACY_PARTS

@@ -22,23 +22,6 @@ use webr1::gpu::{DType, Dispatch, Gpu, GpuOptions, SplitWeight, Tensor};
 use webr1::quant::{dequantize, GgmlType};
 use webr1::ErrorCode;
 
-/// Every type webr1 computes with.
-const TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
-
 const ROWS: [usize; 4] = [1, 3, 17, 65];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -236,7 +219,7 @@ fn check_kernel(name: &str, kernel: Kernel, shapes: &Shapes, seed: u64) -> (BTre
     let devices = gpus().into_iter().take(if shapes.all_variants { 2 } else { 1 });
     for (device, gpu) in devices {
         let dtypes = if shapes.all_variants { dtypes(&gpu) } else { vec![DType::F32] };
-        for ty in TYPES {
+        for ty in GgmlType::SUPPORTED {
             for &cols in shapes.cols.unwrap_or(cols_for(ty)) {
                 for &rows in shapes.rows {
                     let w = Weight::random(&mut rng, ty, rows, cols);
@@ -344,7 +327,7 @@ fn split_weights_give_the_same_products_as_whole_ones() {
     let mut rng = Rng::new(0x5EED_0104);
     let (rows, cols) = (300, 256);
     let mut cases = 0;
-    for ty in TYPES {
+    for ty in GgmlType::SUPPORTED {
         let w = Weight::random(&mut rng, ty, rows, cols);
         let whole = w.upload(&whole_gpu);
         let split = w.upload(&split_gpu);
@@ -431,7 +414,7 @@ fn get_rows_matches_the_cpu_dequantiser() {
     let mut worst: BTreeMap<String, f64> = BTreeMap::new();
     let mut cases = 0;
     for (device, gpu) in gpus() {
-        for ty in TYPES {
+        for ty in GgmlType::SUPPORTED {
             for &cols in cols_for(ty) {
                 let rows = [17, 65][cases % 2];
                 let w = Weight::random(&mut rng, ty, rows, cols);

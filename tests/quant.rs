@@ -25,23 +25,6 @@ use webr1::quant::{
 };
 use webr1::ErrorCode;
 
-/// Every type webr1 dequantises.
-const SUPPORTED: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
-
 // ---------------------------------------------------------------------------------------------------------------------
 // Fixtures
 
@@ -169,7 +152,7 @@ fn random_blocks_read_from_unaligned_bytes() {
 fn random_fixture_covers_every_supported_type() {
     let fixture: RandomFixture = load_fixture("random.json");
     let covered: BTreeSet<GgmlType> = fixture.cases.iter().map(|c| ggml_type(&c.ty)).collect();
-    assert_eq!(covered, SUPPORTED.into_iter().collect());
+    assert_eq!(covered, GgmlType::SUPPORTED.into_iter().collect());
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -273,7 +256,7 @@ fn block_structs_match_ggml_type_sizes() {
 
 #[test]
 fn wrong_byte_length_is_a_usage_error() {
-    for ty in SUPPORTED {
+    for ty in GgmlType::SUPPORTED {
         let n = ty.block_size() as usize * 2;
         let right = ty.type_size() as usize * 2;
         for len in [0, right - 1, right + 1, right * 2] {
@@ -286,7 +269,7 @@ fn wrong_byte_length_is_a_usage_error() {
 
 #[test]
 fn partial_block_is_a_usage_error() {
-    for ty in SUPPORTED.into_iter().filter(|t| t.block_size() > 1) {
+    for ty in GgmlType::SUPPORTED.into_iter().filter(|t| t.block_size() > 1) {
         let n = ty.block_size() as usize + 1;
         let err = dequantize(ty, &vec![0u8; ty.type_size() as usize], &mut vec![0.0; n]).expect_err("partial block");
         assert_eq!(err.code, ErrorCode::Usage, "{ty}: {err}");
@@ -309,13 +292,13 @@ proptest! {
     /// Any bytes, lengths right or off by one: the right number of floats or an error, never a panic.
     #[test]
     fn dequantize_never_panics(
-        ty_index in 0..SUPPORTED.len(),
+        ty_index in 0..GgmlType::SUPPORTED.len(),
         blocks in 0usize..4,
         byte_delta in -1i64..=1,
         element_delta in 0usize..=1,
         pool in proptest::collection::vec(any::<u8>(), 900),
     ) {
-        let ty = SUPPORTED[ty_index];
+        let ty = GgmlType::SUPPORTED[ty_index];
         let n = blocks * ty.block_size() as usize + element_delta;
         let len = (blocks as i64 * ty.type_size() as i64 + byte_delta).max(0) as usize;
         let bytes = &pool[..len];

@@ -161,24 +161,26 @@ impl GgmlType {
         (n / self.block_size()).checked_mul(self.type_size())
     }
 
+    /// Every type webr1 can dequantise (and so compute with).
+    pub const SUPPORTED: [GgmlType; 13] = [
+        Self::F32,
+        Self::F16,
+        Self::BF16,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q8_0,
+        Self::Q2_K,
+        Self::Q3_K,
+        Self::Q4_K,
+        Self::Q5_K,
+        Self::Q6_K,
+    ];
+
     /// Whether webr1 can dequantise (and so compute with) this type.
     pub fn is_supported(self) -> bool {
-        matches!(
-            self,
-            Self::F32
-                | Self::F16
-                | Self::BF16
-                | Self::Q4_0
-                | Self::Q4_1
-                | Self::Q5_0
-                | Self::Q5_1
-                | Self::Q8_0
-                | Self::Q2_K
-                | Self::Q3_K
-                | Self::Q4_K
-                | Self::Q5_K
-                | Self::Q6_K
-        )
+        Self::SUPPORTED.contains(&self)
     }
 
     /// `Ok(())` for a supported type, else a `quant.unsupported_type` error naming it.
