@@ -66,6 +66,12 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Requests running or waiting, from `GET /health`.
+    fn pending(&self) -> u64 {
+        let (_, _, body) = http(&self.addr, "GET", "/health", &[], b"");
+        serde_json::from_slice::<Value>(&body).unwrap()["pending"].as_u64().unwrap()
+    }
+
     fn post(&self, body: &str) -> (u16, Value) {
         let (status, _, body) = http(&self.addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
         let value = serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
@@ -257,6 +263,13 @@ fn disconnects_free_the_engine_a_full_queue_refuses_and_bad_requests_get_400() {
     assert!(value["error"]["message"].as_str().unwrap().contains("busy"), "{value}");
     drop(running);
     drop(waiting.join().unwrap());
+    // Both clients left: the running generation aborts at its next token and the waiting one is skipped.
+    let drained = Instant::now();
+    while server.pending() > 0 {
+        assert!(drained.elapsed() < Duration::from_secs(120), "the queue did not drain: {:#?}", server.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("the queue drained {:.1}s after its clients left", drained.elapsed().as_secs_f64());
     let after = server.chat(&ask("Hi", 1));
     assert_eq!(after["usage"]["completion_tokens"], 1, "served again once the queue drained: {after}");
 }
