@@ -127,7 +127,8 @@ sys.stdout.write("%d\n%s" % (p.returncode, p.stderr.decode()))
     let (code, stderr) = text.split_once('\n').unwrap();
     assert_eq!(code, "1", "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("webr1: ") && !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"));
+    assert!(stderr.starts_with("webr1: ") && stderr.contains("[io.write]"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
 }
 
 /// `webr1 run` with the given arguments on smol135; `None` (after a loud skip) without the model.

@@ -61,7 +61,12 @@ pub fn main() -> ExitCode {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".into());
         let what = what.lines().next().unwrap_or_default().to_string();
-        eprintln!("webr1: internal error: {what} (a bug in webr1; please report it) [internal]");
+        if what.starts_with("failed printing to std") {
+            // A closed pipe or a full disk behind standard output: not a bug, and nothing more to say.
+            eprintln!("webr1: cannot write the output: {what} [io.write]");
+        } else {
+            eprintln!("webr1: internal error: {what} (a bug in webr1; please report it) [internal]");
+        }
     }));
     let cli = Cli::parse();
     match std::panic::catch_unwind(move || dispatch(cli.command)) {

@@ -17,14 +17,21 @@ if pid == 0:
     os.execv(webr1, [webr1, "chat", model, *extra])
 
 transcript = b""
+cursor = 0  # characters of the decoded transcript already matched
 
 
 def read_until(pattern, timeout):
-    """Reads the terminal until `pattern` (a regex over the text since `start`) matches."""
-    global transcript
-    start = len(transcript)
+    """Reads the terminal until `pattern` (a regex) matches the text after the previous match."""
+    global transcript, cursor
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
+        text = transcript.decode("utf-8", "replace")
+        m = re.compile(pattern).search(text, cursor)
+        if m:
+            cursor = m.end()
+            return m
+        if time.time() > deadline:
+            break
         ready, _, _ = select.select([fd], [], [], 1.0)
         if ready:
             try:
@@ -34,14 +41,11 @@ def read_until(pattern, timeout):
             if not chunk:
                 break
             transcript += chunk
-            m = re.search(pattern, transcript[start:].decode("utf-8", "replace"))
-            if m:
-                return m
     raise SystemExit("timed out waiting for %r; the terminal showed:\n%s" % (pattern, transcript.decode("utf-8", "replace")))
 
 
-PROMPT = r"(^|\n)> $"
-PREFILL = r"prefill (\d+) new tokens \((\d+) of (\d+) cached\)[^\n]*· (\w+)\r?\n"
+PROMPT = r"\n> "
+PREFILL = r"prefill (\d+) new tokens \((\d+) of (\d+) cached\)[^\n]*· (\w+)"
 turns = []
 read_until(PROMPT, 900)
 for text in ["What is the capital of France?", "And of Germany?"]:
@@ -52,13 +56,15 @@ for text in ["What is the capital of France?", "And of Germany?"]:
 
 # A long answer, stopped with Ctrl-C once it has started.
 os.write(fd, b"Count from 1 to 1000, separated by commas.\n")
-read_until(r"\d, ?\d", 900)
+read_until(r"commas\.\r?\n", 60)  # the terminal's echo of the line
+read_until(r"\d[, ]*\d[, ]*\d", 900)  # the answer has begun
 os.write(fd, b"\x03")
 m = read_until(PREFILL, 300)
 stopped = {"new": int(m.group(1)), "cached": int(m.group(2)), "prompt": int(m.group(3)), "finish": m.group(4)}
 read_until(PROMPT, 60)
 os.write(fd, b"/reset\n")
-read_until(r"new conversation[\s\S]*> $", 60)
+read_until(r"new conversation", 60)
+read_until(PROMPT, 60)
 os.write(fd, b"/exit\n")
 _, status = os.waitpid(pid, 0)
 try:

@@ -66,7 +66,7 @@ impl Worker {
             })
             .map_err(|e| err!(Usage, "cannot start the engine thread: {e}"))?;
         loaded.recv().map_err(|_| err!(Usage, "the engine thread stopped while loading the model"))??;
-        Ok(Worker { jobs, pending, capacity: queue + 1 })
+        Ok(Worker { jobs, pending, capacity: queue.saturating_add(1) })
     }
 
     /// Queues a job behind the others, or refuses it when `capacity` jobs are already admitted.
