@@ -151,7 +151,10 @@ fn an_unreachable_url_names_itself_and_the_way_out() {
     let out = info(&url, &cache);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains(&url) && stderr.contains("download.network") && stderr.contains("pass its path"), "{stderr}");
+    assert!(
+        stderr.contains(&url) && stderr.contains("download.network") && stderr.contains("pass its path"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"));
     std::fs::remove_dir_all(&cache).ok();
 }

@@ -51,6 +51,7 @@ impl Server {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 let text = log.lock().unwrap().join("\n");
                 if text.contains("webgpu.unavailable") && !common::in_ci() {
                     eprintln!("SKIP: no GPU adapter: {text}");
@@ -208,7 +209,7 @@ fn sixteen_clients_are_served_in_order_with_the_answers_they_get_alone() {
     for (i, (status, value, _)) in results.iter().enumerate() {
         assert_eq!(*status, 200, "client {i}: {value}");
         let n = 1 + i % 3;
-        assert_eq!(value["choices"][0]["message"], alone[n as usize - 1], "client {i} (max_tokens {n})");
+        assert_eq!(value["choices"][0]["message"], alone[n - 1], "client {i} (max_tokens {n})");
         assert_eq!(value["usage"]["completion_tokens"], n, "client {i}");
     }
     for pair in results.windows(2) {

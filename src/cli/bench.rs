@@ -174,22 +174,22 @@ fn mean_sd(samples: &[f64]) -> (f64, f64) {
 
 fn print_table(d: &Description, rows: &[Row]) {
     println!(
-        "| {:<24} | {:>10} | {:>8} | {:<8} | {:<28} | {:<7} | {:>8} | {:>18} |",
+        "| {:<24} | {:>10} | {:>8} | {:<8} | {:<32} | {:<7} | {:>8} | {:>18} |",
         "model", "size", "params", "backend", "adapter", "shaders", "test", "t/s"
     );
     println!(
-        "| {:-<24} | {:->10}: | {:->7}: | {:-<8} | {:-<28} | {:-<7} | {:->7}: | {:->17}: |",
+        "| {:-<24} | {:->9}: | {:->7}: | {:-<8} | {:-<32} | {:-<7} | {:->7}: | {:->17}: |",
         "", "", "", "", "", "", "", ""
     );
     for row in rows {
         let (mean, sd) = mean_sd(&row.samples);
         println!(
-            "| {:<24} | {:>10} | {:>8} | {:<8} | {:<28} | {:<7} | {:>8} | {:>18} |",
+            "| {:<24} | {:>10} | {:>8} | {:<8} | {:<32} | {:<7} | {:>8} | {:>18} |",
             d.model,
             super::info::human_bytes(d.size),
             short_count(d.params),
             d.backend,
-            d.adapter.chars().take(28).collect::<String>(),
+            d.adapter.chars().take(32).collect::<String>(),
             d.shaders,
             row.test,
             format!("{mean:.2} ± {sd:.2}")

@@ -32,10 +32,7 @@ pub fn parse(arg: &str) -> Result<Source> {
 /// `owner/repo/path/to/file.gguf` → `https://huggingface.co/owner/repo/resolve/main/path/to/file.gguf`.
 pub fn hf_url(spec: &str) -> Result<String> {
     let usage = || {
-        err!(
-            Usage,
-            "'hf:{spec}' is not a Hugging Face file name: write hf:OWNER/REPO/FILE.gguf, e.g. {DEFAULT_MODEL}"
-        )
+        err!(Usage, "'hf:{spec}' is not a Hugging Face file name: write hf:OWNER/REPO/FILE.gguf, e.g. {DEFAULT_MODEL}")
     };
     let mut parts = spec.splitn(3, '/');
     let (owner, repo, file) = match (parts.next(), parts.next(), parts.next()) {

@@ -117,10 +117,7 @@ fn parse_messages(value: Option<&Value>) -> Result<Vec<Message>, BadRequest> {
         }
     }
     // "developer" is OpenAI's newer name for the system role.
-    Ok(messages
-        .into_iter()
-        .map(|m| if m.role == "developer" { Message::system(m.content) } else { m })
-        .collect())
+    Ok(messages.into_iter().map(|m| if m.role == "developer" { Message::system(m.content) } else { m }).collect())
 }
 
 fn number(value: Option<&Value>, name: &str, lo: f64, hi: f64) -> Result<Option<f32>, BadRequest> {
@@ -322,7 +319,10 @@ mod tests {
             (r#"{"messages":[{"role":"user","content":"hi"}],"stop":["a","b","c","d","e"]}"#, "stop"),
             (r#"{"messages":[{"role":"user","content":"hi"}],"n":2}"#, "n"),
             (r#"{"messages":[{"role":"user","content":"hi"}],"stream":"yes"}"#, "stream"),
-            (r#"{"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}"#, "stream_options"),
+            (
+                r#"{"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}"#,
+                "stream_options",
+            ),
         ];
         for (body, param) in cases {
             let e = parse(body).unwrap_err();

@@ -276,8 +276,12 @@ impl Stream {
             };
             return Some(match event {
                 JobEvent::Started => continue,
-                JobEvent::Event(Event::Reasoning(t)) => self.delta(json!({"content": null, "reasoning_content": t}), None),
-                JobEvent::Event(Event::Content(t)) => self.delta(json!({"content": t, "reasoning_content": null}), None),
+                JobEvent::Event(Event::Reasoning(t)) => {
+                    self.delta(json!({"content": null, "reasoning_content": t}), None)
+                }
+                JobEvent::Event(Event::Content(t)) => {
+                    self.delta(json!({"content": t, "reasoning_content": null}), None)
+                }
                 JobEvent::Event(Event::Done(finish)) => {
                     self.done = true;
                     let mut out = self.delta(json!({}), Some(openai::finish_reason(&finish)));
