@@ -7,6 +7,11 @@
 //! |---|---|
 //! | `io.not_found` | a model file does not exist |
 //! | `io.read` | reading a file or stream failed |
+//! | `io.write` | writing a file failed (the download cache, standard output) |
+//! | `download.network` | a model URL could not be reached or its transfer broke off (the message names the URL) |
+//! | `download.http` | the server of a model URL answered with an HTTP error status |
+//! | `download.verify` | a downloaded model's size differs from what the server announced |
+//! | `server.bind` | `webr1 serve` or `webr1 web` cannot listen on the address asked for |
 //! | `gguf.bad_magic` | the bytes do not start with `GGUF` |
 //! | `gguf.unsupported_version` | a GGUF version other than 2 or 3 |
 //! | `gguf.truncated` | the bytes end inside the header, or a count or length in it claims more bytes than the file has |
@@ -53,6 +58,11 @@ use std::fmt;
 pub enum ErrorCode {
     IoNotFound,
     IoRead,
+    IoWrite,
+    DownloadNetwork,
+    DownloadHttp,
+    DownloadVerify,
+    ServerBind,
     GgufBadMagic,
     GgufUnsupportedVersion,
     GgufTruncated,
@@ -98,6 +108,11 @@ impl ErrorCode {
     pub const ALL: &'static [ErrorCode] = &[
         Self::IoNotFound,
         Self::IoRead,
+        Self::IoWrite,
+        Self::DownloadNetwork,
+        Self::DownloadHttp,
+        Self::DownloadVerify,
+        Self::ServerBind,
         Self::GgufBadMagic,
         Self::GgufUnsupportedVersion,
         Self::GgufTruncated,
@@ -143,6 +158,11 @@ impl ErrorCode {
         match self {
             Self::IoNotFound => "io.not_found",
             Self::IoRead => "io.read",
+            Self::IoWrite => "io.write",
+            Self::DownloadNetwork => "download.network",
+            Self::DownloadHttp => "download.http",
+            Self::DownloadVerify => "download.verify",
+            Self::ServerBind => "server.bind",
             Self::GgufBadMagic => "gguf.bad_magic",
             Self::GgufUnsupportedVersion => "gguf.unsupported_version",
             Self::GgufTruncated => "gguf.truncated",

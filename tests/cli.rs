@@ -102,7 +102,123 @@ fn bad_files_fail_with_one_line_and_exit_code_1() {
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let usage = webr1(&["info"], b"");
-    assert_eq!(usage.status.code(), Some(2), "a usage error exits with 2");
+    for args in [&["info", "--no-such-flag"][..], &["run", "model.gguf"], &["serve", "--port", "http"]] {
+        let usage = webr1(args, b"");
+        assert_eq!(usage.status.code(), Some(2), "{args:?}: a usage error exits with 2");
+    }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_closed_standard_output_is_one_line_and_exit_code_1_not_a_panic() {
+    // The read end of the pipe is closed before webr1 starts, so its first print fails.
+    let script = r#"
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w, stderr=subprocess.PIPE)
+sys.stdout.write("%d\n%s" % (p.returncode, p.stderr.decode()))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_webr1"), "info", &r1_header()])
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, stderr) = text.split_once('\n').unwrap();
+    assert_eq!(code, "1", "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("webr1: ") && stderr.contains("[io.write]"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+}
+
+/// `webr1 run` with the given arguments on smol135; `None` (after a loud skip) without the model.
+fn run_smol(args: &[&str]) -> Option<Output> {
+    let smol = common::model("smol135")?;
+    let mut all = vec!["run", smol.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = webr1(&all, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("webgpu.unavailable") && !common::in_ci() {
+        eprintln!("SKIP: no GPU adapter: {stderr}");
+        return None;
+    }
+    assert!(out.status.success(), "webr1 run failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    Some(out)
+}
+
+fn run_json(args: &[&str]) -> Option<serde_json::Value> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run_smol(&all)?;
+    Some(serde_json::from_slice(&out.stdout).expect("stdout holds exactly one JSON object"))
+}
+
+/// The generated ids agree with llama.cpp's greedy ids up to the first difference, and a difference only comes where
+/// llama.cpp's own top two logits are within 0.05 (a near-tie that f32 rounding may break either way).
+fn assert_greedy_prefix(got: &[serde_json::Value], rec: &serde_json::Value, at_least: usize) {
+    let want = rec["greedy_ids"].as_array().unwrap();
+    assert!(got.len() >= at_least.min(want.len()), "only {} tokens: {got:?}", got.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if g != w {
+            let top = &rec["steps"][i]["top"];
+            let margin = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
+            assert!(margin < 0.05, "token {i}: got {g}, llama.cpp {w} with margin {margin} (not a near-tie)");
+            return;
+        }
+    }
+}
+
+#[test]
+fn run_json_is_one_chat_completion_with_llama_cpps_greedy_tokens() {
+    let rec = &common::jsonl("greedy-f32.smol135.jsonl")[2];
+    assert_eq!(rec["messages"].as_array().unwrap().len(), 1, "a one-message record");
+    let prompt = rec["messages"][0]["content"].as_str().unwrap();
+    let Some(v) = run_json(&["-p", prompt, "--temperature", "0", "--f32", "--max-tokens", "4"]) else { return };
+    assert_eq!(v["object"], "chat.completion");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert!(choice["message"]["content"].is_string() && choice["message"]["reasoning_content"].is_string(), "{v}");
+    assert_eq!(choice["finish_reason"], "length", "4 tokens at most: {v}");
+    let usage = &v["usage"];
+    assert_eq!(usage["prompt_tokens"], rec["prompt_ids"].as_array().unwrap().len(), "the chat template's prompt: {v}");
+    assert_eq!(usage["completion_tokens"], 4);
+    assert_eq!(usage["total_tokens"], usage["prompt_tokens"].as_u64().unwrap() + 4);
+    let ids = v["token_ids"].as_array().expect("top-level token_ids");
+    assert_eq!(ids.len(), 4);
+    assert_greedy_prefix(ids, rec, 4);
+    // The text is the detokenised ids: llama.cpp's greedy text starts with it.
+    let text = choice["message"]["content"].as_str().unwrap();
+    if ids[..] == rec["greedy_ids"].as_array().unwrap()[..4] {
+        assert!(rec["greedy_text"].as_str().unwrap().starts_with(text), "{text:?} vs {}", rec["greedy_text"]);
+    }
+}
+
+#[test]
+fn run_raw_takes_the_prompt_as_given_with_turn_markers_parsed() {
+    let rec = &common::jsonl("greedy-f32.smol135.jsonl")[0];
+    let prompt = rec["prompt"].as_str().unwrap();
+    let Some(v) = run_json(&["--raw", "-p", prompt, "--temperature", "0", "--f32", "--max-tokens", "3"]) else {
+        return;
+    };
+    // Turn markers as text would take several tokens each: the same count as llama.cpp's ids means they were parsed.
+    assert_eq!(v["usage"]["prompt_tokens"], rec["prompt_ids"].as_array().unwrap().len(), "{v}");
+    assert_greedy_prefix(v["token_ids"].as_array().unwrap(), rec, 3);
+}
+
+#[test]
+fn run_piped_prints_the_answer_alone_and_the_reasoning_on_stderr() {
+    let rec = &common::jsonl("greedy-f32.smol135.jsonl")[0];
+    // A raw prompt that opens a reasoning block; the thinking budget closes it after 3 tokens and an answer follows.
+    let prompt = format!("{}<think>\n", rec["prompt"].as_str().unwrap());
+    let args = ["--raw", "-p", &prompt, "--temperature", "0", "--think-budget", "3", "--max-tokens", "12"];
+    let Some(v) = run_json(&args) else { return };
+    let reasoning = v["choices"][0]["message"]["reasoning_content"].as_str().unwrap().to_string();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(!reasoning.trim().is_empty() && !content.trim().is_empty(), "both parts are needed for this test: {v}");
+    let out = run_smol(&args).unwrap();
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert_eq!(stdout.trim(), content.trim(), "stdout holds the answer alone");
+    assert!(stderr.contains(reasoning.trim()), "the reasoning goes to stderr: {stderr:?} lacks {reasoning:?}");
+    assert!(!stdout.contains("\x1b["), "no terminal escapes in a pipe: {stdout:?}");
 }

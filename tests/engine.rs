@@ -92,6 +92,16 @@ fn thinking_budget_closes_the_reasoning_and_an_answer_follows() {
     assert!(!content.trim().is_empty(), "an answer followed the forced </think>: {finish:?}");
     assert!(!reasoning.contains("</think>") && !content.contains("</think>"), "the tag is not part of either text");
     assert_eq!(finish.usage.reasoning_tokens, 12, "{finish:?}");
+    // The closing tokens count towards max_tokens: when they do not fit, generation ends there.
+    let mut ids = prompt.ids.clone();
+    ids.extend(engine.tokenizer().encode("<think>\n").unwrap());
+    let mut request = Request::new(Input::Tokens { ids, starts_in_reasoning: true });
+    request.sampling = Sampling::greedy();
+    request.thinking_budget = Some(2);
+    request.max_tokens = Some(5);
+    let (_, _, _, finish) = run(&mut engine, request);
+    assert!(finish.usage.completion_tokens <= 5, "max_tokens 5 holds with a forced close: {finish:?}");
+    assert_eq!(finish.reason, FinishReason::Length, "{finish:?}");
 }
 
 #[test]

@@ -1,14 +1,21 @@
 //! The command line: argument parsing, exit codes, and one module per subcommand.
 //!
-//! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap).
+//! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap). A bug
+//! (a Rust panic) is reported in one line too, never with a backtrace, and exits with 1.
 
+mod bench;
+mod chat;
+mod download;
 mod info;
+mod model;
+mod openai;
 mod perplexity;
 mod run;
+mod serve;
 mod text;
+mod web;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use webr1::gguf::split::SplitGguf;
 
@@ -23,8 +30,8 @@ struct Cli {
 enum Command {
     /// Show a GGUF model's architecture, size, quantisation, tokenizer and chat template.
     Info {
-        /// Path of the GGUF file (the first part of a split model).
-        model: PathBuf,
+        /// A GGUF file (the first part of a split model), an https:// URL or hf:OWNER/REPO/FILE.gguf.
+        model: Option<String>,
     },
     /// Print the token ids of a text, as llama.cpp's tokenizer gives them.
     Tokenize(text::TokenizeArgs),
@@ -32,6 +39,14 @@ enum Command {
     Template(text::TemplateArgs),
     /// Answer one prompt: the reasoning, then the answer, streamed.
     Run(run::RunArgs),
+    /// Talk with a model: a multi-turn conversation in the terminal.
+    Chat(chat::ChatArgs),
+    /// Serve a model over HTTP with OpenAI's chat completions API.
+    Serve(serve::ServeArgs),
+    /// Measure prompt processing and generation speed, as llama-bench does.
+    Bench(bench::BenchArgs),
+    /// Serve the demo site and the npm package on localhost.
+    Web(web::WebArgs),
     /// Score a text: perplexity over windows of N tokens, as llama.cpp's llama-perplexity computes it.
     Perplexity(perplexity::PerplexityArgs),
 }
@@ -41,24 +56,73 @@ pub fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let what = what.lines().next().unwrap_or_default().to_string();
+        if what.starts_with("failed printing to std") {
+            // A closed pipe or a full disk behind standard output: not a bug, and nothing more to say.
+            eprintln!("webr1: cannot write the output: {what} [io.write]");
+        } else {
+            eprintln!("webr1: internal error: {what} (a bug in webr1; please report it) [internal]");
+        }
+    }));
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info { model } => info::run(&model),
-        Command::Tokenize(args) => text::tokenize(&args),
-        Command::Template(args) => text::template(&args),
-        Command::Run(args) => run::run(&args),
-        Command::Perplexity(args) => perplexity::run(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match std::panic::catch_unwind(move || dispatch(cli.command)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("webr1: {} [{}]", e.message, e.code());
             ExitCode::from(1)
         }
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+fn dispatch(command: Command) -> webr1::Result<()> {
+    match command {
+        Command::Info { model } => info::run(&model::resolve(model.as_deref())?),
+        Command::Tokenize(args) => text::tokenize(&args),
+        Command::Template(args) => text::template(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Chat(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Web(args) => web::run(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
     }
 }
 
 /// Reads the header of a model file and, for a split model, of all its parts (which must sit beside the first).
 pub(crate) fn open_model(path: &std::path::Path) -> webr1::Result<SplitGguf> {
     webr1::gguf::split::open_files(path).map(|(model, _)| model)
+}
+
+/// The options every command that computes shares: the f32 switch and the context length.
+pub(crate) fn engine_options(force_f32: bool, ctx: Option<usize>) -> webr1::engine::EngineOptions {
+    webr1::engine::EngineOptions {
+        gpu: webr1::gpu::GpuOptions { force_f32, ..webr1::gpu::GpuOptions::default() },
+        context_length: ctx,
+        ..webr1::engine::EngineOptions::default()
+    }
+}
+
+/// Loads a model onto the GPU with a progress bar on standard error.
+pub(crate) fn load_engine(
+    path: &std::path::Path,
+    options: webr1::engine::EngineOptions,
+) -> webr1::Result<webr1::engine::Engine> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let engine = pollster::block_on(webr1::engine::Engine::load_file(path, options, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    }));
+    bar.finish_and_clear();
+    engine
 }

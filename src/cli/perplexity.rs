@@ -5,14 +5,13 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-use webr1::engine::{perplexity, Engine, EngineOptions, PerplexityOptions};
-use webr1::gpu::GpuOptions;
+use webr1::engine::{perplexity, PerplexityOptions};
 use webr1::{err, Result};
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// Path of the GGUF file.
-    model: PathBuf,
+    /// A GGUF path, an https:// URL or hf:owner/repo/file.gguf (default: DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M).
+    model: Option<String>,
     /// The text to score (UTF-8).
     #[arg(short, long)]
     file: PathBuf,
@@ -32,14 +31,10 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     let text = String::from_utf8(bytes).map_err(|e| {
         err!(Usage, "{} is not UTF-8 text (byte {})", args.file.display(), e.utf8_error().valid_up_to())
     })?;
+    let path = super::model::resolve(args.model.as_deref())?;
+    let mut engine = super::load_engine(&path, super::engine_options(args.f32, Some(args.ctx)))?;
+    eprintln!("perplexity: {} on {}", path.display(), engine.gpu().summary());
     pollster::block_on(async {
-        let options = EngineOptions {
-            gpu: GpuOptions { force_f32: args.f32, ..GpuOptions::default() },
-            context_length: Some(args.ctx),
-            ..EngineOptions::default()
-        };
-        let mut engine = Engine::load_file(&args.model, options, |_| {}).await?;
-        eprintln!("perplexity: {} on {}", args.model.display(), engine.gpu().summary());
         let start = Instant::now();
         let options = PerplexityOptions { ctx: args.ctx, chunks: args.chunks };
         let result = perplexity(&mut engine, &text, options, |chunk, ppl| {

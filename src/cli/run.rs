@@ -3,16 +3,15 @@
 
 use clap::Args;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use webr1::chat::{prompt_starts_in_reasoning, Message};
-use webr1::engine::{Engine, EngineOptions, Event, Finish, Input, Request, Sampling};
-use webr1::gpu::GpuOptions;
+use webr1::engine::{Event, Finish, Input, Request, Sampling};
 use webr1::{err, Result};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Path of the GGUF file.
-    model: PathBuf,
+    /// A GGUF file, an https:// URL or hf:OWNER/REPO/FILE.gguf (default: DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M).
+    model: Option<String>,
     /// The user's message (or, with --raw, the whole prompt).
     #[arg(short, long)]
     prompt: String,
@@ -55,16 +54,12 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    pollster::block_on(run_async(args))
+    let path = super::model::resolve(args.model.as_deref())?;
+    let mut engine = super::load_engine(&path, super::engine_options(args.f32, args.ctx))?;
+    pollster::block_on(run_async(args, &mut engine, &path))
 }
 
-async fn run_async(args: &RunArgs) -> Result<()> {
-    let options = EngineOptions {
-        gpu: GpuOptions { force_f32: args.f32, ..GpuOptions::default() },
-        context_length: args.ctx,
-        ..EngineOptions::default()
-    };
-    let mut engine = Engine::load_file(&args.model, options, |_| {}).await?;
+async fn run_async(args: &RunArgs, engine: &mut webr1::engine::Engine, path: &Path) -> Result<()> {
     let input = if args.raw {
         let ids = engine.tokenizer().encode_trusted(&args.prompt, true)?;
         Input::Tokens { ids, starts_in_reasoning: prompt_starts_in_reasoning(&args.prompt) }
@@ -92,7 +87,7 @@ async fn run_async(args: &RunArgs) -> Result<()> {
         match event? {
             Event::Reasoning(text) => out.reasoning(&text),
             Event::Content(text) => out.content(&text),
-            Event::Done(finish) => out.done(&finish, &args.model)?,
+            Event::Done(finish) => out.done(&finish, path)?,
         }
     }
     Ok(())
@@ -143,33 +138,16 @@ impl Output {
         }
     }
 
-    fn done(&mut self, finish: &Finish, model: &std::path::Path) -> Result<()> {
+    fn done(&mut self, finish: &Finish, model: &Path) -> Result<()> {
         if self.in_reasoning {
             print!("\x1b[0m");
         }
         let u = &finish.usage;
         if self.json {
-            let model = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let object = serde_json::json!({
-                "object": "chat.completion",
-                "model": model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self.content, "reasoning_content": self.reasoning},
-                    "finish_reason": finish.reason.as_str(),
-                }],
-                "usage": {
-                    "prompt_tokens": u.prompt_tokens,
-                    "completion_tokens": u.completion_tokens,
-                    "total_tokens": u.prompt_tokens + u.completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-                    "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-                    "prefill_tokens_per_second": u.prefill_tokens_per_second,
-                    "decode_tokens_per_second": u.decode_tokens_per_second,
-                },
-                "token_ids": finish.token_ids,
-            });
-            let text = serde_json::to_string(&object).map_err(|e| err!(Usage, "cannot write JSON: {e}"))?;
+            let meta = super::openai::Meta::new("chatcmpl-run".into(), super::model::display_name(model));
+            let mut object = super::openai::completion(&meta, &self.content, &self.reasoning, finish);
+            object["token_ids"] = serde_json::json!(finish.token_ids);
+            let text = serde_json::to_string(&object).map_err(|e| err!(IoWrite, "cannot write JSON: {e}"))?;
             println!("{text}");
         } else {
             println!();

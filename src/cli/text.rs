@@ -10,8 +10,8 @@ use webr1::{err, Result};
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    /// Path of the GGUF file.
-    model: PathBuf,
+    /// A GGUF file, an https:// URL or hf:OWNER/REPO/FILE.gguf.
+    model: String,
     /// The text to tokenise: a file, or `-` (the default) for standard input. Read as is, newlines included.
     file: Option<PathBuf>,
     /// Parse control tokens (turn markers) in the text instead of treating them as plain text.
@@ -27,8 +27,8 @@ pub struct TokenizeArgs {
 
 #[derive(Args)]
 pub struct TemplateArgs {
-    /// Path of the GGUF file.
-    model: PathBuf,
+    /// A GGUF file, an https:// URL or hf:OWNER/REPO/FILE.gguf.
+    model: String,
     /// A JSON file holding an array of {"role", "content"} messages (`-` for standard input).
     messages: PathBuf,
     /// Leave out the generation prompt (the assistant turn's opening).
@@ -49,8 +49,8 @@ fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn load_tokenizer(model: &std::path::Path) -> Result<Tokenizer> {
-    Tokenizer::from_metadata(super::open_model(model)?.metadata())
+fn load_tokenizer(model: &str) -> Result<Tokenizer> {
+    Tokenizer::from_metadata(super::open_model(&super::model::resolve(Some(model))?)?.metadata())
 }
 
 pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
@@ -70,11 +70,11 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
         ids.iter()
             .try_for_each(|&id| writeln!(out, "{id:>6} -> '{}'", String::from_utf8_lossy(tok.piece_with_special(id))))
     };
-    written.map_err(|e| err!(IoRead, "cannot write to standard output: {e}"))
+    written.map_err(|e| err!(IoWrite, "cannot write to standard output: {e}"))
 }
 
 pub fn template(args: &TemplateArgs) -> Result<()> {
-    let gguf = super::open_model(&args.model)?;
+    let gguf = super::open_model(&super::model::resolve(Some(&args.model))?)?;
     let json = read_input(Some(&args.messages))?;
     let messages: Vec<Message> = serde_json::from_slice(&json).map_err(|e| {
         err!(
@@ -88,5 +88,5 @@ pub fn template(args: &TemplateArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(rendered.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| err!(IoRead, "cannot write to standard output: {e}"))
+        .map_err(|e| err!(IoWrite, "cannot write to standard output: {e}"))
 }

@@ -197,8 +197,12 @@ impl<'e> Generation<'e> {
         }
         let mut next = vec![token];
         if self.over_thinking_budget() {
-            // Close the reasoning ourselves: the model then writes its answer.
+            // Close the reasoning ourselves: the model then writes its answer. The closing tokens count towards
+            // max_tokens; when they do not fit, the generation ends here.
             let close = self.engine.tokenizer.encode(&format!("\n{THINK_CLOSE}\n\n"))?;
+            if self.request.max_tokens.is_some_and(|max| self.usage.completion_tokens + close.len() >= max) {
+                return self.finish(FinishReason::Length, None);
+            }
             self.accept(&close, true)?;
             next.extend(close);
         }

@@ -1,0 +1,185 @@
+//! `webr1 chat MODEL`: a conversation in the terminal. Each turn re-renders the whole conversation with the chat
+//! template; the engine finds the cached prefix and computes only the new tokens. Ctrl-C stops the answer being
+//! written (the turn is dropped) and returns to the prompt; Ctrl-D or `/exit` leaves.
+
+use clap::Args;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use webr1::chat::Message;
+use webr1::engine::{AbortHandle, Engine, Event, FinishReason, Input, Request, Sampling};
+use webr1::{err, Result};
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// A GGUF file, an https:// URL or hf:OWNER/REPO/FILE.gguf (default: DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M).
+    model: Option<String>,
+    /// A system message that opens the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens to generate at most per answer.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Tokens of context to allocate (default: the model's, at most 16384).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Do not show the reasoning.
+    #[arg(long)]
+    hide_reasoning: bool,
+    /// Use only f32 shaders (no shader-f16, no subgroups).
+    #[arg(long)]
+    f32: bool,
+}
+
+const HELP: &str = "commands: /reset (start a new conversation), /exit (or Ctrl-D); Ctrl-C stops an answer";
+
+pub fn run(args: &ChatArgs) -> Result<()> {
+    let path = super::model::resolve(args.model.as_deref())?;
+    let mut engine = super::load_engine(&path, super::engine_options(args.f32, args.ctx))?;
+    let interrupts = Interrupts::install(engine.abort_handle())?;
+    let tty = std::io::stdout().is_terminal();
+    eprintln!("webr1: chatting with {} · {HELP}", super::model::display_name(&path));
+    let opening: Vec<Message> = args.system.iter().map(Message::system).collect();
+    let mut messages = opening.clone();
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        print!("> ");
+        flush();
+        line.clear();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err!(IoRead, "cannot read standard input: {e}")),
+        }
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages = opening.clone();
+                println!("(a new conversation)");
+                continue;
+            }
+            "/help" => {
+                println!("{HELP}");
+                continue;
+            }
+            text => messages.push(Message::user(text.trim_end_matches(['\r', '\n']))),
+        }
+        match answer(&mut engine, args, &messages, tty, &interrupts)? {
+            Some(content) => messages.push(Message::assistant(content)),
+            None => {
+                messages.pop();
+            }
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Generates one answer; `None` when Ctrl-C stopped it.
+fn answer(
+    engine: &mut Engine,
+    args: &ChatArgs,
+    messages: &[Message],
+    tty: bool,
+    interrupts: &Interrupts,
+) -> Result<Option<String>> {
+    let mut request = Request::new(Input::Messages(messages.to_vec()));
+    request.sampling = Sampling {
+        temperature: args.temperature,
+        top_k: if args.temperature == 0.0 { 1 } else { 0 },
+        top_p: args.top_p,
+        min_p: 0.0,
+        seed: args.seed,
+    };
+    request.max_tokens = args.max_tokens;
+    let (mut content, mut dimmed) = (String::new(), false);
+    interrupts.generating(true);
+    let result = pollster::block_on(async {
+        let mut generation = engine.generate(request)?;
+        while let Some(event) = generation.next().await {
+            match event? {
+                Event::Reasoning(text) if !args.hide_reasoning => {
+                    if tty && !dimmed {
+                        print!("\x1b[2m");
+                        dimmed = true;
+                    }
+                    print!("{text}");
+                    flush();
+                }
+                Event::Reasoning(_) => {}
+                Event::Content(text) => {
+                    if dimmed {
+                        print!("\x1b[0m\n\n");
+                        dimmed = false;
+                    }
+                    content.push_str(&text);
+                    print!("{text}");
+                    flush();
+                }
+                Event::Done(finish) => return Ok(finish),
+            }
+        }
+        Err(err!(Usage, "the generation ended without finishing"))
+    });
+    interrupts.generating(false);
+    if dimmed {
+        print!("\x1b[0m");
+    }
+    println!();
+    let finish = result?;
+    let u = &finish.usage;
+    eprintln!(
+        "webr1: prefill {} new tokens ({} of {} cached) at {:.1} tok/s · {} generated at {:.1} tok/s · {}",
+        u.prompt_tokens - u.cached_tokens,
+        u.cached_tokens,
+        u.prompt_tokens,
+        u.prefill_tokens_per_second,
+        u.completion_tokens,
+        u.decode_tokens_per_second,
+        finish.reason.as_str()
+    );
+    if finish.reason == FinishReason::Abort {
+        eprintln!("webr1: (stopped; this turn is left out of the conversation)");
+        return Ok(None);
+    }
+    Ok(Some(content))
+}
+
+/// Ctrl-C: aborts the answer being generated; at the prompt it only reminds how to leave.
+struct Interrupts {
+    generating: Arc<AtomicBool>,
+}
+
+impl Interrupts {
+    fn install(abort: AbortHandle) -> Result<Interrupts> {
+        let generating = Arc::new(AtomicBool::new(false));
+        let flag = generating.clone();
+        ctrlc::set_handler(move || {
+            if flag.load(Ordering::SeqCst) {
+                abort.abort();
+            } else {
+                eprint!("\n(/exit or Ctrl-D leaves)\n> ");
+            }
+        })
+        .map_err(|e| err!(Usage, "cannot handle Ctrl-C: {e}"))?;
+        Ok(Interrupts { generating })
+    }
+
+    fn generating(&self, on: bool) {
+        self.generating.store(on, Ordering::SeqCst);
+    }
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,142 @@
+//! The one engine behind the server: a thread of its own that owns the model and runs jobs first in, first out, and
+//! a bounded queue in front of it. A job's events go back on a channel; when the client has gone (the channel is
+//! closed) a waiting job is skipped and a running one is aborted, so the engine is free for the next.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::mpsc::UnboundedSender;
+use webr1::engine::{EngineOptions, Event, Request};
+use webr1::{err, Error, Result};
+
+/// What a job reports back.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// The engine took the job: the jobs before it are done.
+    Started,
+    Event(Event),
+    Error(Error),
+}
+
+pub struct Job {
+    /// The request's number, for the log.
+    pub n: u64,
+    pub request: Request,
+    pub events: UnboundedSender<JobEvent>,
+}
+
+/// The queue is full: the client should retry later (HTTP 429).
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// The handle the HTTP side holds.
+pub struct Worker {
+    jobs: mpsc::Sender<Job>,
+    /// Jobs admitted and not yet finished: the running one and those waiting.
+    pending: Arc<AtomicUsize>,
+    /// The most jobs admitted at once.
+    capacity: usize,
+}
+
+impl Worker {
+    /// Loads the model on a new thread and returns once it is ready (or failed to load).
+    pub fn start(path: PathBuf, options: EngineOptions, queue: usize) -> Result<Worker> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (ready, loaded) = mpsc::channel::<Result<()>>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let done = pending.clone();
+        std::thread::Builder::new()
+            .name("webr1-engine".into())
+            .spawn(move || {
+                let mut engine = match crate::cli::load_engine(&path, options) {
+                    Ok(engine) => {
+                        let _ = ready.send(Ok(()));
+                        engine
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                for job in inbox {
+                    run_job(&mut engine, job);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| err!(Usage, "cannot start the engine thread: {e}"))?;
+        loaded.recv().map_err(|_| err!(Usage, "the engine thread stopped while loading the model"))??;
+        Ok(Worker { jobs, pending, capacity: queue.saturating_add(1) })
+    }
+
+    /// Queues a job behind the others, or refuses it when `capacity` jobs are already admitted.
+    pub fn submit(&self, job: Job) -> std::result::Result<(), QueueFull> {
+        self.pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.capacity).then_some(n + 1))
+            .map_err(|_| QueueFull)?;
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            let _ = job.events.send(JobEvent::Error(err!(Usage, "the engine has stopped")));
+        }
+        Ok(())
+    }
+
+    /// Jobs running or waiting.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs one job to its end, aborting it as soon as its client is gone. A panic inside is reported to the client and
+/// the engine carries on with the next job.
+fn run_job(engine: &mut webr1::engine::Engine, job: Job) {
+    if job.events.is_closed() {
+        eprintln!("webr1: #{} skipped: its client left while it waited", job.n);
+        return;
+    }
+    let start = std::time::Instant::now();
+    let events = job.events.clone();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let _ = job.events.send(JobEvent::Started);
+        let abort = engine.abort_handle();
+        let mut generation = match engine.generate(job.request) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = job.events.send(JobEvent::Error(e));
+                return;
+            }
+        };
+        pollster::block_on(async {
+            while let Some(event) = generation.next().await {
+                let sent = match event {
+                    Ok(event) => {
+                        if let Event::Done(finish) = &event {
+                            log_finish(job.n, finish, start);
+                        }
+                        job.events.send(JobEvent::Event(event))
+                    }
+                    Err(e) => job.events.send(JobEvent::Error(e)),
+                };
+                if sent.is_err() {
+                    abort.abort();
+                }
+            }
+        });
+    }));
+    if outcome.is_err() {
+        let _ = events.send(JobEvent::Error(err!(Usage, "internal error while generating (a bug in webr1)")));
+    }
+}
+
+/// One line per finished request on standard error.
+fn log_finish(n: u64, finish: &webr1::engine::Finish, start: std::time::Instant) {
+    let u = &finish.usage;
+    eprintln!(
+        "webr1: #{n} {}: {} prompt tokens ({} cached), {} generated, {:.1}s",
+        finish.reason.as_str(),
+        u.prompt_tokens,
+        u.cached_tokens,
+        u.completion_tokens,
+        start.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,170 @@
+//! MODEL as a URL: `webr1 info http://…` downloads into `$WEBR1_CACHE` from a local HTTP server that supports Range
+//! requests, resumes when the connection drops halfway (in the same run, and from a `.part` file an earlier run left),
+//! verifies the size, and never leaves a partial file under the final name; an unreachable URL fails in one line that
+//! names the URL and says how to pass a local file.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+/// How the test server misbehaves.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// The first response stops after half the file and closes the connection.
+    DropHalfwayOnce,
+    /// Every response closes before sending any of the body.
+    AlwaysDrop,
+    /// Well-behaved.
+    Honest,
+}
+
+/// A tiny HTTP/1.1 file server on 127.0.0.1 that honours `Range: bytes=N-`; records the Range header of each request.
+fn serve(file: Vec<u8>, mode: Mode) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(conn) = conn else { continue };
+            let range = read_range(&conn);
+            log.lock().unwrap().push(range.clone());
+            respond(conn, &file, range.as_deref(), mode, i);
+        }
+    });
+    (addr, seen)
+}
+
+fn read_range(conn: &TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(conn);
+    let mut range = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            return range;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("range:") {
+            range = Some(value.trim().to_string());
+        }
+    }
+}
+
+fn respond(mut conn: TcpStream, file: &[u8], range: Option<&str>, mode: Mode, i: usize) {
+    let start: usize = range.and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()).unwrap_or(0);
+    let head = if range.is_some() {
+        format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+            file.len() - start,
+            file.len() - 1,
+            file.len()
+        )
+    } else {
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", file.len())
+    };
+    let _ = conn.write_all(head.as_bytes());
+    let end = match mode {
+        Mode::DropHalfwayOnce if i == 0 => file.len() / 2,
+        Mode::AlwaysDrop => start,
+        _ => file.len(),
+    };
+    let _ = conn.write_all(&file[start..end]);
+    let _ = conn.flush();
+}
+
+fn cache_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("webr1-dl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn info(url: &str, cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_webr1")).args(["info", url]).env("WEBR1_CACHE", cache).output().unwrap()
+}
+
+fn header_bytes() -> Vec<u8> {
+    std::fs::read(common::fixture("r1-distill-qwen-7b.header.gguf")).unwrap()
+}
+
+#[test]
+fn a_dropped_connection_resumes_with_a_range_request_and_the_file_verifies() {
+    let file = header_bytes();
+    let (addr, seen) = serve(file.clone(), Mode::DropHalfwayOnce);
+    let cache = cache_dir("resume");
+    let out = info(&format!("http://{addr}/models/r1.gguf"), &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DeepSeek R1 Distill Qwen 7B"), "info read the download");
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests, vec![None, Some(format!("bytes={}-", file.len() / 2))], "resumed where the first broke off");
+    let cached = cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap())).join("models/r1.gguf");
+    assert_eq!(std::fs::read(&cached).unwrap(), file, "the cached file is the served file, byte for byte");
+    assert!(!cached.with_file_name("r1.gguf.part").exists(), "no .part file is left");
+    // The second use reads the cache: no request at all.
+    let out = info(&format!("http://{addr}/models/r1.gguf"), &cache);
+    assert!(out.status.success());
+    assert_eq!(seen.lock().unwrap().len(), 2, "a cached model is not downloaded again");
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_part_file_from_an_earlier_run_is_resumed() {
+    let file = header_bytes();
+    let (addr, seen) = serve(file.clone(), Mode::Honest);
+    let cache = cache_dir("part");
+    let dir = cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("m.gguf.part"), &file[..1_000_000]).unwrap();
+    let out = info(&format!("http://{addr}/m.gguf"), &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(seen.lock().unwrap().clone(), vec![Some("bytes=1000000-".to_string())]);
+    assert_eq!(std::fs::read(dir.join("m.gguf")).unwrap(), file);
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_transfer_that_never_completes_fails_in_one_line_without_a_final_file() {
+    let (addr, seen) = serve(header_bytes(), Mode::AlwaysDrop);
+    let cache = cache_dir("fail");
+    let url = format!("http://{addr}/m.gguf");
+    let out = info(&url, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap();
+    assert!(last.contains("download.network") && last.contains(&url) && last.contains("path"), "{last}");
+    assert!(seen.lock().unwrap().len() >= 2, "it retried");
+    let dir = cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap()));
+    assert!(!dir.join("m.gguf").exists(), "nothing under the final name");
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn an_unreachable_url_names_itself_and_the_way_out() {
+    // A port that was just free: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cache = cache_dir("offline");
+    let url = format!("http://127.0.0.1:{port}/m.gguf");
+    let out = info(&url, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&url) && stderr.contains("download.network") && stderr.contains("pass its path"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn bad_model_names_are_one_line_errors() {
+    for name in ["hf:owner-only", "hf:a/b:Q4_K_M", "https://host/../x.gguf"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_webr1")).args(["info", name]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("[usage]") && stderr.trim_end().lines().count() == 1, "{name}: {stderr}");
+    }
+}

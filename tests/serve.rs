@@ -1,0 +1,327 @@
+//! `webr1 serve` on smol135 (lavapipe in CI), driven from outside as clients would: the official `openai` Python
+//! client streaming and not, 16 clients at once served first in, first out with the answers they get alone, a client
+//! that disconnects mid-stream freeing the engine, a full queue answering 429, malformed requests answering 400 while
+//! the server keeps serving, and the API key and CORS switches. Answers are kept to a few tokens: lavapipe is slow.
+
+mod common;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-webr1-test";
+
+/// A running `webr1 serve`, killed when dropped; its standard error is collected line by line.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server on smol135 on a free port; `None` (after a loud skip) without the model or a GPU.
+    fn start(extra: &[&str]) -> Option<Server> {
+        let smol = common::model("smol135")?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webr1"))
+            .args(["serve", smol.to_str().unwrap(), "--port", "0", "--ctx", "512"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("webr1 serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if let Some(at) = line.find("http://") {
+                    let addr = line[at + 7..].split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = log.lock().unwrap().join("\n");
+                if text.contains("webgpu.unavailable") && !common::in_ci() {
+                    eprintln!("SKIP: no GPU adapter: {text}");
+                    return None;
+                }
+                panic!("webr1 serve did not start:\n{text}");
+            }
+        };
+        Some(Server { child, addr, log })
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Requests running or waiting, from `GET /health`.
+    fn pending(&self) -> u64 {
+        let (_, _, body) = http(&self.addr, "GET", "/health", &[], b"");
+        serde_json::from_slice::<Value>(&body).unwrap()["pending"].as_u64().unwrap()
+    }
+
+    fn post(&self, body: &str) -> (u16, Value) {
+        let (status, _, body) = http(&self.addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
+        let value = serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
+        (status, value)
+    }
+
+    /// A whole chat completion that must succeed.
+    fn chat(&self, request: &Value) -> Value {
+        let (status, value) = self.post(&request.to_string());
+        assert_eq!(status, 200, "{request} → {value}");
+        value
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on its own connection: (status, head, body). Bodies here are never chunked except SSE.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    head.push_str(&format!("Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n", body.len()));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, head, raw[split + 4..].to_vec())
+}
+
+/// Opens a streamed request and reads until a chunk with generated text arrives; the connection stays open.
+fn open_stream(addr: &str, request: &Value) -> TcpStream {
+    let body = request.to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"content\":\"") || count(&seen, "data: {") < 2 {
+        let n = stream.read(&mut buf).expect("stream read");
+        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    stream
+}
+
+fn count(bytes: &[u8], needle: &str) -> usize {
+    String::from_utf8_lossy(bytes).matches(needle).count()
+}
+
+fn ask(content: &str, max_tokens: u32) -> Value {
+    json!({"model": "smol135", "messages": [{"role": "user", "content": content}], "temperature": 0,
+           "max_tokens": max_tokens})
+}
+
+/// A request that would run for minutes: only an abort ends it early.
+fn long_stream() -> Value {
+    json!({"model": "smol135", "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+           "temperature": 0, "max_tokens": 400, "stream": true})
+}
+
+#[test]
+fn the_openai_python_client_streams_and_not_with_the_same_answer() {
+    let Some(server) = Server::start(&["--f32"]) else { return };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/openai_client.py");
+    let base = format!("http://{}/v1", server.addr);
+    let out = Command::new("python3").arg(&script).args([&base, "smol135.gguf"]).output().expect("python3 runs");
+    if out.status.code() == Some(3) && !common::in_ci() {
+        eprintln!("SKIP: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    assert!(out.status.success(), "the openai client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    eprintln!("openai client saw: {seen}");
+    assert_eq!(seen["models"], json!(["smol135.gguf"]));
+    let (whole, stream) = (&seen["whole"], &seen["stream"]);
+    assert_eq!(whole["object"], "chat.completion");
+    assert_eq!(stream["content"], whole["content"], "streamed content equals the whole answer at temperature 0");
+    // llama.cpp's greedy answer to this prompt on the same weights (f32 path): "The capital of France is Paris."
+    let rec = &common::jsonl("greedy-f32.smol135.jsonl")[0];
+    assert_eq!(rec["messages"][0]["content"], "What is the capital of France?");
+    let text = whole["content"].as_str().unwrap();
+    assert!(!text.is_empty() && rec["greedy_text"].as_str().unwrap().starts_with(text), "{text:?}");
+    assert_eq!(whole["finish_reason"], "length", "six tokens at most");
+    assert_eq!(stream["finish_reason"], "length");
+    let prompt_tokens = rec["prompt_ids"].as_array().unwrap().len();
+    for usage in [&whole["usage"], &stream["usage"]] {
+        assert_eq!(usage["prompt_tokens"], prompt_tokens, "{usage}");
+        assert_eq!(usage["completion_tokens"], 6, "{usage}");
+        assert_eq!(usage["total_tokens"], prompt_tokens + 6, "{usage}");
+    }
+    assert!(stream["chunks"].as_u64().unwrap() >= 4, "streamed in pieces: {stream}");
+}
+
+#[test]
+fn sixteen_clients_are_served_in_order_with_the_answers_they_get_alone() {
+    let Some(server) = Server::start(&["--queue", "16"]) else { return };
+    let prompt = "Name three colours.";
+    server.chat(&ask(prompt, 3)); // the first prefill; afterwards every request reuses the same cached prefix
+    let alone: Vec<Value> = (1..=3).map(|n| server.chat(&ask(prompt, n))["choices"][0]["message"].clone()).collect();
+    let start = Instant::now();
+    let addr = Arc::new(server.addr.clone());
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                // Staggered so that the order of arrival is known.
+                std::thread::sleep(Duration::from_millis(150 * i as u64));
+                let body = ask(prompt, 1 + i % 3).to_string();
+                let (status, _, body) = http(&addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
+                let done = Instant::now();
+                (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null), done)
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    eprintln!("16 clients took {:.1}s", start.elapsed().as_secs_f64());
+    for (i, (status, value, _)) in results.iter().enumerate() {
+        assert_eq!(*status, 200, "client {i}: {value}");
+        let n = 1 + i % 3;
+        assert_eq!(value["choices"][0]["message"], alone[n - 1], "client {i} (max_tokens {n})");
+        assert_eq!(value["usage"]["completion_tokens"], n, "client {i}");
+    }
+    for pair in results.windows(2) {
+        assert!(pair[0].2 <= pair[1].2, "the clients finished out of order");
+    }
+}
+
+#[test]
+fn disconnects_free_the_engine_a_full_queue_refuses_and_bad_requests_get_400() {
+    let Some(server) = Server::start(&["--queue", "1", "--api-key", KEY, "--cors"]) else { return };
+    malformed_requests_get_400(&server);
+    api_key_and_cors(&server);
+
+    // A client that leaves mid-stream: its generation is aborted and the next request is served at once.
+    let stream = open_stream(&server.addr, &long_stream());
+    drop(stream);
+    let start = Instant::now();
+    let next = server.chat(&ask("Hi", 2));
+    assert_eq!(next["usage"]["completion_tokens"], 2);
+    let waited = start.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log();
+    let aborted = log.iter().find(|l| l.contains(" abort: ")).unwrap_or_else(|| panic!("no abort logged: {log:#?}"));
+    let generated: usize = aborted.split(", ").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap();
+    assert!(generated < 60, "the abandoned generation went on for {generated} tokens: {aborted}");
+    eprintln!("after a disconnect the next request waited {:.1}s; {aborted}", waited.as_secs_f64());
+
+    // One running, one waiting (--queue 1): the third is refused with 429 at once.
+    let running = open_stream(&server.addr, &long_stream());
+    let (tx, rx) = mpsc::channel();
+    let addr = server.addr.clone();
+    let waiting = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        let body = long_stream().to_string();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = stream.read(&mut buf).unwrap();
+        tx.send(String::from_utf8_lossy(&buf[..n]).to_string()).unwrap();
+        stream // held open while queued
+    });
+    let head = rx.recv_timeout(Duration::from_secs(60)).expect("the second stream is admitted");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let refused = Instant::now();
+    let (status, value) = server.post(&ask("Hi", 1).to_string());
+    assert_eq!(status, 429, "{value}");
+    assert!(refused.elapsed() < Duration::from_secs(5), "a full queue answers at once");
+    assert_eq!(value["error"]["code"], "queue_full", "{value}");
+    assert!(value["error"]["message"].as_str().unwrap().contains("busy"), "{value}");
+    drop(running);
+    drop(waiting.join().unwrap());
+    // Both clients left: the running generation aborts at its next token and the waiting one is skipped.
+    let drained = Instant::now();
+    while server.pending() > 0 {
+        assert!(drained.elapsed() < Duration::from_secs(120), "the queue did not drain: {:#?}", server.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("the queue drained {:.1}s after its clients left", drained.elapsed().as_secs_f64());
+    let after = server.chat(&ask("Hi", 1));
+    assert_eq!(after["usage"]["completion_tokens"], 1, "served again once the queue drained: {after}");
+}
+
+fn malformed_requests_get_400(server: &Server) {
+    let user = r#"[{"role":"user","content":"hi"}]"#;
+    let cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "not valid JSON"),
+        ("".into(), "not valid JSON"),
+        ("[1, 2]".into(), "JSON object"),
+        (r#"{"model":"m"}"#.into(), "messages is required"),
+        (r#"{"messages":"hello"}"#.into(), "array"),
+        (r#"{"messages":[]}"#.into(), "at least one"),
+        (r#"{"messages":[{"content":"hi"}]}"#.into(), "role"),
+        (r#"{"messages":[{"role":"wizard","content":"hi"}]}"#.into(), "wizard"),
+        (r#"{"messages":[{"role":"user","content":42}]}"#.into(), "content"),
+        (format!(r#"{{"messages":{user},"temperature":"warm"}}"#), "temperature"),
+        (format!(r#"{{"messages":{user},"temperature":9}}"#), "temperature"),
+        (format!(r#"{{"messages":{user},"top_p":1.5}}"#), "top_p"),
+        (format!(r#"{{"messages":{user},"max_tokens":-3}}"#), "max_tokens"),
+        (format!(r#"{{"messages":{user},"seed":"abc"}}"#), "seed"),
+        (format!(r#"{{"messages":{user},"stop":[1]}}"#), "stop"),
+        (format!(r#"{{"messages":{user},"stream":"please"}}"#), "stream"),
+        (format!(r#"{{"messages":{user},"n":3}}"#), "n must be 1"),
+        (format!(r#"{{"messages":{user},"tools":[]}}"#), "tools"),
+    ];
+    for (body, says) in &cases {
+        let (status, value) = server.post(body);
+        assert_eq!(status, 400, "{body} → {value}");
+        let message = value["error"]["message"].as_str().unwrap_or_else(|| panic!("an OpenAI error body: {value}"));
+        assert!(message.contains(says), "{body}: {message:?} should mention {says:?}");
+        assert_eq!(value["error"]["type"], "invalid_request_error");
+    }
+    let (status, _, body) = http(&server.addr, "GET", "/v1/nothing", &[], b"");
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = http(&server.addr, "GET", "/health", &[], b"");
+    assert_eq!((status, serde_json::from_slice::<Value>(&body).unwrap()["status"].clone()), (200, json!("ok")));
+    eprintln!("{} malformed requests answered 400", cases.len());
+}
+
+fn api_key_and_cors(server: &Server) {
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 401"), "no key, no service: {raw}");
+    assert!(raw.contains("invalid_api_key"), "{raw}");
+    let (status, head, _) = http(&server.addr, "GET", "/v1/models", &[("Origin", "http://example.com")], b"");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{head}");
+    let (status, head, _) = http(&server.addr, "OPTIONS", "/v1/chat/completions", &[], b"");
+    assert_eq!(status, 204, "{head}");
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-headers: authorization"), "{head}");
+}
