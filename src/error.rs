@@ -7,6 +7,8 @@
 //! |---|---|
 //! | `io.not_found` | a model file does not exist |
 //! | `io.read` | reading a file or stream failed |
+//! | `download.failed` | a model URL could not be fetched: a network error, an HTTP status other than 200/206, a server that ignores a Range request when resuming, or a file that changed size |
+//! | `download.interrupted` | a download broke off and could not be resumed (webr1 resumes a few times with Range requests first) |
 //! | `gguf.bad_magic` | the bytes do not start with `GGUF` |
 //! | `gguf.unsupported_version` | a GGUF version other than 2 or 3 |
 //! | `gguf.truncated` | the bytes end inside the header, or a count or length in it claims more bytes than the file has |
@@ -53,6 +55,8 @@ use std::fmt;
 pub enum ErrorCode {
     IoNotFound,
     IoRead,
+    DownloadFailed,
+    DownloadInterrupted,
     GgufBadMagic,
     GgufUnsupportedVersion,
     GgufTruncated,
@@ -98,6 +102,8 @@ impl ErrorCode {
     pub const ALL: &'static [ErrorCode] = &[
         Self::IoNotFound,
         Self::IoRead,
+        Self::DownloadFailed,
+        Self::DownloadInterrupted,
         Self::GgufBadMagic,
         Self::GgufUnsupportedVersion,
         Self::GgufTruncated,
@@ -143,6 +149,8 @@ impl ErrorCode {
         match self {
             Self::IoNotFound => "io.not_found",
             Self::IoRead => "io.read",
+            Self::DownloadFailed => "download.failed",
+            Self::DownloadInterrupted => "download.interrupted",
             Self::GgufBadMagic => "gguf.bad_magic",
             Self::GgufUnsupportedVersion => "gguf.unsupported_version",
             Self::GgufTruncated => "gguf.truncated",
