@@ -126,7 +126,8 @@ test('streaming: reasoning_content first, then content, then a final chunk with 
       stream: true,
       temperature: 0,
       thinking_budget: 2,
-      max_tokens: 6,
+      // 2 reasoning tokens, the tokens of the forced `\n</think>\n\n`, then answer tokens.
+      max_tokens: 12,
     });
     for await (const chunk of stream) chunks.push(chunk);
     await engine.unload();
@@ -141,7 +142,7 @@ test('streaming: reasoning_content first, then content, then a final chunk with 
   const last = chunks.at(-1);
   assert.equal(last.choices[0].finish_reason, 'length');
   assert.equal(last.usage.completion_tokens_details.reasoning_tokens, 2);
-  assert.equal(last.usage.completion_tokens, 6);
+  assert.equal(last.usage.completion_tokens, 12);
   assert.ok(last.usage.decode_tokens_per_second > 0);
   await p.close();
 });
