@@ -381,6 +381,18 @@ fn suffix_sum64(v: vec2<u32>, bucket: u32) -> vec4<u32> {
 var<workgroup> uniform_flags: u32;
 
 // The step's FLAG_* word, uniform across the workgroup, so a pass that is off can return before any barrier.
+var<workgroup> uniform_group: u32;
+
+// The flat workgroup index as a value WGSL's uniformity analysis accepts as uniform: the entry points take their
+// builtins in one struct that also holds per-invocation values, and the analysis (Tint's, in browsers) then treats
+// every member as varying, so a `return` on it before a barrier would be rejected.
+fn uniform_workgroup(inv: Invocation) -> u32 {
+    if inv.lane == 0u {
+        uniform_group = flat_workgroup(inv.workgroup_id, inv.num_workgroups);
+    }
+    return workgroupUniformLoad(&uniform_group);
+}
+
 fn step_flags(lane: u32) -> u32 {
     if lane == 0u {
         uniform_flags = state[S_FLAGS];
@@ -486,7 +498,7 @@ var<workgroup> local_hist: array<atomic<u32>, 768>; // [BUCKETS, 3] for this chu
 // One radix round of a search: the candidates whose key starts with the bits chosen so far, by their next 8 bits.
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn histogram(inv: Invocation) {
-    let g = flat_workgroup(inv.workgroup_id, inv.num_workgroups);
+    let g = uniform_workgroup(inv);
     let flags = step_flags(inv.lane);
     let top_p = params.search == SEARCH_TOP_P;
     if g >= params.n_groups || (flags & select(FLAG_TOP_K, FLAG_TOP_P, top_p)) == 0u {
@@ -646,7 +658,7 @@ fn survivor_cut() -> vec2<u32> {
 // Per chunk: the draw weight of the survivors above the cut key, and how many logits sit at the cut key.
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn draw_partial(inv: Invocation) {
-    let g = flat_workgroup(inv.workgroup_id, inv.num_workgroups);
+    let g = uniform_workgroup(inv);
     if g >= params.n_groups || (step_flags(inv.lane) & FLAG_GREEDY) != 0u {
         return; // greedy: `draw` writes the argmax
     }

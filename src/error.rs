@@ -8,9 +8,10 @@
 //! | `io.not_found` | a model file does not exist |
 //! | `io.read` | reading a file or stream failed |
 //! | `io.write` | writing a file failed (the download cache, standard output) |
-//! | `download.network` | a model URL could not be reached or its transfer broke off (the message names the URL) |
-//! | `download.http` | the server of a model URL answered with an HTTP error status |
-//! | `download.verify` | a downloaded model's size differs from what the server announced |
+//! | `download.failed` | a model URL could not be fetched or its transfer broke off: a network error, a missing part of a split model (the message names the URL and how to pass a local file instead) |
+//! | `download.http` | the server of a model URL answered with an HTTP error status, or ignored a Range request when resuming |
+//! | `download.verify` | a downloaded model's size differs from what the server announced, or the file changed between requests |
+//! | `download.interrupted` | a download broke off and could not be resumed (webr1 resumes a few times with Range requests first) |
 //! | `server.bind` | `webr1 serve` or `webr1 web` cannot listen on the address asked for |
 //! | `gguf.bad_magic` | the bytes do not start with `GGUF` |
 //! | `gguf.unsupported_version` | a GGUF version other than 2 or 3 |
@@ -59,9 +60,10 @@ pub enum ErrorCode {
     IoNotFound,
     IoRead,
     IoWrite,
-    DownloadNetwork,
+    DownloadFailed,
     DownloadHttp,
     DownloadVerify,
+    DownloadInterrupted,
     ServerBind,
     GgufBadMagic,
     GgufUnsupportedVersion,
@@ -109,9 +111,10 @@ impl ErrorCode {
         Self::IoNotFound,
         Self::IoRead,
         Self::IoWrite,
-        Self::DownloadNetwork,
+        Self::DownloadFailed,
         Self::DownloadHttp,
         Self::DownloadVerify,
+        Self::DownloadInterrupted,
         Self::ServerBind,
         Self::GgufBadMagic,
         Self::GgufUnsupportedVersion,
@@ -159,9 +162,10 @@ impl ErrorCode {
             Self::IoNotFound => "io.not_found",
             Self::IoRead => "io.read",
             Self::IoWrite => "io.write",
-            Self::DownloadNetwork => "download.network",
+            Self::DownloadFailed => "download.failed",
             Self::DownloadHttp => "download.http",
             Self::DownloadVerify => "download.verify",
+            Self::DownloadInterrupted => "download.interrupted",
             Self::ServerBind => "server.bind",
             Self::GgufBadMagic => "gguf.bad_magic",
             Self::GgufUnsupportedVersion => "gguf.unsupported_version",

@@ -18,5 +18,7 @@ pub mod gpu;
 pub mod model;
 pub mod quant;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, ErrorCode, Result};

@@ -135,7 +135,7 @@ fn a_transfer_that_never_completes_fails_in_one_line_without_a_final_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let last = stderr.trim_end().lines().last().unwrap();
-    assert!(last.contains("download.network") && last.contains(&url) && last.contains("path"), "{last}");
+    assert!(last.contains("download.failed") && last.contains(&url) && last.contains("path"), "{last}");
     assert!(seen.lock().unwrap().len() >= 2, "it retried");
     let dir = cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap()));
     assert!(!dir.join("m.gguf").exists(), "nothing under the final name");
@@ -152,7 +152,7 @@ fn an_unreachable_url_names_itself_and_the_way_out() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr.contains(&url) && stderr.contains("download.network") && stderr.contains("pass its path"),
+        stderr.contains(&url) && stderr.contains("download.failed") && stderr.contains("pass its path"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));

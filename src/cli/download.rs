@@ -153,7 +153,7 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 
 fn offline_error(url: &str, error: &str) -> Error {
     err!(
-        DownloadNetwork,
+        DownloadFailed,
         "cannot download {url}: {error}. Without a network, download the file elsewhere and pass its path as MODEL \
          (or put it at the cache path above)"
     )

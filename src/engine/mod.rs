@@ -6,10 +6,14 @@
 //! split into R1's reasoning and its answer.
 
 mod generate;
+mod load;
 mod perplexity;
 mod session;
 
 pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
+pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
+#[cfg(not(target_arch = "wasm32"))]
+pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, Perplexity, PerplexityOptions};
 pub use session::{Session, DEFAULT_PREFILL_BATCH};
 
@@ -17,7 +21,7 @@ use crate::chat::{ChatTemplate, Message, Prompt};
 use crate::config::ModelConfig;
 use crate::gguf::split::SplitGguf;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{KvCache, WeightLoader};
+use crate::model::{KvCache, Weights};
 use crate::tokenizer::Tokenizer;
 use crate::{err, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +43,9 @@ impl Default for EngineOptions {
     }
 }
 
-/// Where loading stands: `phase` is `"upload"` while weights go to the GPU.
+/// Where loading stands: `phase` is `"header"` while the GGUF headers are read (`done` bytes of the file at hand,
+/// `total` its length or 0 when unknown), then `"upload"` while weights go to the GPU (`done` of `total` bytes of
+/// tensor data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadProgress {
     pub phase: &'static str,
@@ -70,21 +76,33 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a GGUF file (or the first part of a split model, with its parts beside it) onto a new GPU device.
+    /// Loads a GGUF file (or the first part of a split model, with its parts beside it) onto a new GPU device, streamed
+    /// in 8 MiB chunks through [`Engine::load`].
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn load_file(
         path: &std::path::Path,
         options: EngineOptions,
-        mut progress: impl FnMut(LoadProgress),
+        progress: impl FnMut(LoadProgress),
     ) -> Result<Engine> {
-        let (model, paths) = crate::gguf::split::open_files(path)?;
-        let gpu = Gpu::new(options.gpu.clone()).await?;
-        let (config, tokenizer, template, ctx) = Self::prepare(&gpu, &model, &options)?;
-        let loader = WeightLoader::new(&gpu, &config, &model)?;
-        let weights = loader
-            .load_files(&gpu, &paths, 8 << 20, |done, total| progress(LoadProgress { phase: "upload", done, total }))?;
-        gpu.check()?;
-        let session = Session::new(gpu, config, weights, ctx, options.prefill_batch)?;
+        Self::load(&mut FileSource::new(path), options, progress).await
+    }
+
+    /// The engine around weights that are on the GPU: the KV cache and the first dispatch lists are built here.
+    #[allow(clippy::too_many_arguments)]
+    async fn assemble(
+        gpu: Gpu,
+        config: ModelConfig,
+        weights: Weights,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+        ctx: usize,
+        prefill_batch: usize,
+    ) -> Result<Engine> {
+        let scope = gpu.alloc_scope();
+        let session = Session::new(gpu, config, weights, ctx, prefill_batch);
+        scope.finish(&format!("the KV cache for {ctx} tokens")).await?;
+        let session = session?;
+        session.gpu.check()?;
         Ok(Engine { session, tokenizer, template, abort: AbortHandle::default() })
     }
 

@@ -1,0 +1,182 @@
+/** Error codes webr1 gives `Error.code` (the full table is in webr1's src/error.rs). */
+export type Webr1ErrorCode =
+  | 'webgpu.unavailable'
+  | 'model.too_large'
+  | 'download.failed'
+  | 'download.http'
+  | 'download.verify'
+  | 'download.interrupted'
+  | 'aborted'
+  | 'gpu.out_of_memory'
+  | 'gpu.device_lost'
+  | 'gpu.device'
+  | 'gpu.limits'
+  | 'gpu.validation'
+  | 'context.full'
+  | 'chat.no_template'
+  | 'chat.template'
+  | 'chat.bad_messages'
+  | 'usage'
+  | `gguf.${string}`
+  | `config.${string}`
+  | `tokenizer.${string}`
+  | `quant.${string}`
+  | `io.${string}`;
+
+/** Every error webr1 throws or rejects with. */
+export interface Webr1Error extends Error {
+  name: 'Webr1Error';
+  code: Webr1ErrorCode;
+}
+
+export interface LoadProgress {
+  /** `header` while the GGUF headers are read, then `upload` while the weights go to the GPU. */
+  phase: 'header' | 'upload';
+  /** Bytes done: of the file being read (`header`), or of all tensor data (`upload`). */
+  loaded: number;
+  /** The bytes in all (0 when not known yet). */
+  total: number;
+}
+
+export interface LoadOptions {
+  /** Tokens of context to allocate (default: the model's, at most 16384). */
+  contextLength?: number;
+  onProgress?: (progress: LoadProgress) => void;
+  /** Cancels the load (it rejects with code `aborted`). */
+  signal?: AbortSignal;
+  /** Run the engine in a Web Worker (default true); false runs it on the calling thread. */
+  worker?: boolean;
+  /** Cache downloaded models in the origin private file system (default true). */
+  cache?: boolean;
+  /** Use the f32 kernels even where the GPU offers shader-f16 and subgroups. */
+  forceF32?: boolean;
+  /** Where webr1_bg.wasm is, when a bundler moved it. */
+  wasmUrl?: string | URL;
+  /** Where worker.js is, when a bundler moved it. */
+  workerUrl?: string | URL;
+}
+
+export type ContentPart = { type: 'text'; text: string };
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | (string & {});
+  content: string | ContentPart[];
+}
+
+export interface ChatCompletionParams {
+  messages?: ChatMessage[];
+  /** webr1: token ids to continue instead of `messages` (a raw prompt, no chat template). */
+  prompt_ids?: number[];
+  /** webr1: with `prompt_ids`, the prompt ends inside `<think>`. */
+  starts_in_reasoning?: boolean;
+  stream?: boolean;
+  /** 0 is greedy. Default 0.6, as DeepSeek recommends for R1. */
+  temperature?: number;
+  /** Default 0.95. */
+  top_p?: number;
+  /** 0 (default) is off. */
+  top_k?: number;
+  min_p?: number;
+  /** Tokens to generate at most, reasoning and answer together. */
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  stop?: string | string[];
+  seed?: number;
+  /** After this many reasoning tokens webr1 closes the reasoning (`</think>`) and the answer follows. */
+  thinking_budget?: number;
+  /** Stops the generation: it finishes with `finish_reason: "abort"`. */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { cached_tokens: number };
+  completion_tokens_details: { reasoning_tokens: number };
+  prefill_tokens_per_second: number;
+  decode_tokens_per_second: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: 'assistant'; content: string; reasoning_content: string };
+    logprobs: null;
+    finish_reason: FinishReason;
+  }>;
+  usage: CompletionUsage;
+  /** webr1: the generated token ids (an end-of-generation token excluded). */
+  token_ids: number[];
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    delta: { role?: 'assistant'; content?: string; reasoning_content?: string };
+    logprobs: null;
+    finish_reason: FinishReason | null;
+  }>;
+  /** On the last chunk. */
+  usage?: CompletionUsage;
+  /** webr1, on the last chunk: the generated token ids. */
+  token_ids?: number[];
+}
+
+export interface EngineInfo {
+  model: {
+    architecture: string;
+    name: string | null;
+    n_vocab: number;
+    n_embd: number;
+    n_layer: number;
+    n_head: number;
+    n_head_kv: number;
+    n_ff: number;
+    context_length: number;
+    has_chat_template: boolean;
+  };
+  context_length: number;
+  adapter: { name: string; backend: string };
+  features: { shader_f16: boolean; subgroups: boolean; adapter_shader_f16: boolean; adapter_subgroups: boolean };
+  limits: { max_buffer_size: number; max_storage_buffer_binding_size: number; binding_cap: number };
+  /** Bytes of GPU buffers webr1 created. */
+  gpu_bytes: number;
+  /** The wasm heap now, and its peak while the model loaded. */
+  wasm_memory_bytes: number;
+  wasm_memory_peak_during_load: number;
+}
+
+export interface Completions {
+  create(params: ChatCompletionParams & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(params: ChatCompletionParams & { stream?: false }): Promise<ChatCompletion>;
+  create(params: ChatCompletionParams): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+}
+
+export declare class Engine {
+  private constructor();
+  /** The model's file name. */
+  readonly model: string;
+  /** `info()` as it was right after loading. */
+  readonly loadInfo: EngineInfo;
+  readonly chat: { completions: Completions };
+  info(): Promise<EngineInfo>;
+  /** Frees the GPU memory (and the worker); the engine cannot be used afterwards. */
+  unload(): Promise<void>;
+}
+
+/** Loads a GGUF model from a URL, a File or Blob, or the Files of a split model (in order). */
+export declare function load(model: string | URL | Blob | Blob[], options?: LoadOptions): Promise<Engine>;
+
+/** Removes every model cached by webr1 in this origin. */
+export declare function clearCache(): Promise<void>;

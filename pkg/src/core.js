@@ -1,0 +1,77 @@
+// The engine where it runs (in the worker, or on the main thread): the wasm module, loading, and generation.
+
+import init, { WebEngine } from '../webr1.js';
+import { webr1Error } from './errors.js';
+import { modelSource } from './source.js';
+
+let wasm = null;
+
+async function ready(wasmUrl) {
+  wasm ??= init(wasmUrl ? { module_or_path: wasmUrl } : undefined);
+  return wasm;
+}
+
+// Bytes of the wasm heap right now.
+export async function wasmMemoryBytes() {
+  return (await ready()).memory.buffer.byteLength;
+}
+
+async function checkWebGpu() {
+  const gpu = globalThis.navigator?.gpu;
+  const how =
+    'Use a browser with WebGPU switched on (Chrome or Edge 113+, Safari 26+, Firefox 141+ on Windows), in a secure context (https:// or localhost)';
+  if (!gpu) throw webr1Error('webgpu.unavailable', `this browser has no WebGPU (navigator.gpu is missing). ${how}`);
+  let adapter = null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch {
+    adapter = null;
+  }
+  if (!adapter) {
+    throw webr1Error('webgpu.unavailable', `this browser offers no WebGPU adapter (it may be switched off or the GPU blocked). ${how}`);
+  }
+}
+
+// Loads a model: a URL, a File/Blob, or the Files of a split model. Returns the core engine.
+export async function loadCore(model, options = {}, onProgress, signal) {
+  const memory = await ready(options.wasmUrl);
+  await checkWebGpu();
+  let peak = memory.memory.buffer.byteLength;
+  const progress = (p) => {
+    peak = Math.max(peak, memory.memory.buffer.byteLength);
+    onProgress?.(p);
+  };
+  const source = modelSource(model, { signal, cache: options.cache !== false });
+  const engine = await WebEngine.load(
+    source,
+    { context_length: options.contextLength, force_f32: options.forceF32 === true },
+    progress,
+  );
+  return new CoreEngine(engine, memory, peak);
+}
+
+export class CoreEngine {
+  constructor(engine, wasm, loadPeak) {
+    Object.assign(this, { engine, wasm, loadPeak });
+  }
+
+  info() {
+    const info = this.engine.info();
+    info.wasm_memory_bytes = this.wasm.memory.buffer.byteLength;
+    info.wasm_memory_peak_during_load = this.loadPeak;
+    return info;
+  }
+
+  generate(request, onEvent) {
+    return this.engine.generate(request, onEvent);
+  }
+
+  abort() {
+    this.engine.abort();
+  }
+
+  unload() {
+    this.engine.unload();
+    this.engine.free();
+  }
+}

@@ -1,0 +1,303 @@
+//! The browser binding: the one place where `#[wasm_bindgen]` meets the engine (DESIGN decision 9). The npm package's
+//! JS (`pkg/src/`) turns this into the OpenAI-shaped API; it runs the same [`Engine`] as the native binary.
+//!
+//! - [`WebEngine::load`] takes a JS model source (see [`source`]), options and a progress callback;
+//! - [`WebEngine::generate`] runs one request, calling back with each reasoning or answer delta, and resolves to how it
+//!   finished (reason, usage, token ids);
+//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory.
+//!
+//! Errors reach JS as `Error`s with a stable `code` ([`errors`]). Options and events cross as plain objects through
+//! `serde-wasm-bindgen`.
+
+mod errors;
+mod source;
+
+pub use source::JsModelSource;
+
+use crate::chat::Message;
+use crate::engine::{AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, Request, Sampling};
+use crate::gpu::GpuOptions;
+use crate::{err, Result};
+use errors::to_js;
+use js_sys::Function;
+use serde::{Deserialize, Serialize};
+use source::WebSource;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// Load options as the JS side passes them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoadOptions {
+    context_length: Option<usize>,
+    /// Use the f32 kernels even where `shader-f16` and subgroups are offered.
+    force_f32: bool,
+    /// A cap on one storage binding, below the device's limit (to test the row split).
+    max_binding_bytes: Option<f64>,
+}
+
+/// A request as the JS side passes it (OpenAI's names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GenerateOptions {
+    messages: Option<Vec<Message>>,
+    /// Token ids to continue, instead of messages (a raw prompt).
+    prompt_ids: Option<Vec<u32>>,
+    /// With `prompt_ids`: the prompt ends inside `<think>`.
+    starts_in_reasoning: bool,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    seed: Option<f64>,
+    max_tokens: Option<usize>,
+    thinking_budget: Option<usize>,
+    stop: Vec<String>,
+}
+
+/// A delta, as the callback of [`WebEngine::generate`] receives it.
+#[derive(Serialize)]
+struct EventObject<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+/// How a generation finished, as [`WebEngine::generate`] resolves.
+#[derive(Serialize)]
+struct FinishObject {
+    finish_reason: &'static str,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    completion_tokens: usize,
+    reasoning_tokens: usize,
+    prefill_tokens_per_second: f64,
+    decode_tokens_per_second: f64,
+    token_ids: Vec<u32>,
+    note: Option<String>,
+}
+
+impl From<Finish> for FinishObject {
+    fn from(f: Finish) -> Self {
+        let u = f.usage;
+        FinishObject {
+            finish_reason: f.reason.as_str(),
+            prompt_tokens: u.prompt_tokens,
+            cached_tokens: u.cached_tokens,
+            completion_tokens: u.completion_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            prefill_tokens_per_second: u.prefill_tokens_per_second,
+            decode_tokens_per_second: u.decode_tokens_per_second,
+            token_ids: f.token_ids,
+            note: f.note,
+        }
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Result<JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| err!(Usage, "cannot pass a value to JS: {e}"))
+}
+
+fn from_value<T: for<'de> Deserialize<'de>>(value: JsValue, what: &str) -> Result<T> {
+    if value.is_undefined() || value.is_null() {
+        return serde_wasm_bindgen::from_value(js_sys::Object::new().into())
+            .map_err(|e| err!(Usage, "bad {what}: {e}"));
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| err!(Usage, "bad {what}: {e}"))
+}
+
+/// Where the engine is: idle, lent to the running generation, or unloaded.
+enum Slot {
+    Ready(Box<Engine>),
+    Busy,
+    Unloaded,
+}
+
+/// A model loaded on the browser's GPU.
+#[wasm_bindgen]
+pub struct WebEngine {
+    engine: Rc<RefCell<Slot>>,
+    abort: AbortHandle,
+    info: serde_json::Value,
+}
+
+#[wasm_bindgen]
+impl WebEngine {
+    /// Loads a model from a JS model source. `on_progress` receives `{phase, loaded, total}`.
+    pub async fn load(
+        source: JsModelSource,
+        options: JsValue,
+        on_progress: Option<Function>,
+    ) -> std::result::Result<WebEngine, JsValue> {
+        Self::load_inner(source, options, on_progress).await.map_err(to_js)
+    }
+
+    /// The model, context, adapter, features and limits.
+    pub fn info(&self) -> std::result::Result<JsValue, JsValue> {
+        to_value(&self.info).map_err(to_js)
+    }
+
+    /// Runs one request. `on_event` receives `{type: "reasoning" | "content", text}` for each delta; the promise
+    /// resolves to `{finish_reason, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens,
+    /// prefill_tokens_per_second, decode_tokens_per_second, token_ids, note}`.
+    pub async fn generate(&self, request: JsValue, on_event: Function) -> std::result::Result<JsValue, JsValue> {
+        let engine = self.engine.clone();
+        let request = from_value::<GenerateOptions>(request, "generation options").map_err(to_js)?;
+        run_generation(&engine, request, &on_event).await.map_err(to_js)
+    }
+
+    /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Frees the model's GPU memory (a running generation is aborted first); later calls fail with `usage`.
+    pub fn unload(&self) {
+        let previous = std::mem::replace(&mut *self.engine.borrow_mut(), Slot::Unloaded);
+        match previous {
+            Slot::Ready(engine) => engine.gpu().device().destroy(),
+            Slot::Busy => self.abort.abort(),
+            Slot::Unloaded => {}
+        }
+    }
+}
+
+impl WebEngine {
+    async fn load_inner(source: JsModelSource, options: JsValue, on_progress: Option<Function>) -> Result<WebEngine> {
+        let options: LoadOptions = from_value(options, "load options")?;
+        let engine_options = EngineOptions {
+            gpu: GpuOptions {
+                force_f32: options.force_f32,
+                max_binding_bytes: options.max_binding_bytes.map(|b| b as u64),
+                ..GpuOptions::default()
+            },
+            context_length: options.context_length,
+            ..EngineOptions::default()
+        };
+        let mut source = WebSource::new(source);
+        let progress = |p: LoadProgress| {
+            if let Some(callback) = &on_progress {
+                let event = serde_json::json!({ "phase": p.phase, "loaded": p.done, "total": p.total });
+                if let Ok(value) = to_value(&event) {
+                    let _ = callback.call1(&JsValue::NULL, &value);
+                }
+            }
+        };
+        let engine = Engine::load(&mut source, engine_options, progress).await?;
+        let info = describe(&engine);
+        let abort = engine.abort_handle();
+        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info })
+    }
+}
+
+async fn run_generation(slot: &Rc<RefCell<Slot>>, options: GenerateOptions, on_event: &Function) -> Result<JsValue> {
+    let request = build_request(options)?;
+    let mut engine = match std::mem::replace(&mut *slot.borrow_mut(), Slot::Busy) {
+        Slot::Ready(engine) => engine,
+        Slot::Busy => return Err(err!(Usage, "a generation is already running on this engine; await it or abort it")),
+        Slot::Unloaded => {
+            *slot.borrow_mut() = Slot::Unloaded;
+            return Err(err!(Usage, "the model was unloaded"));
+        }
+    };
+    let result = generate_with(&mut engine, request, on_event).await;
+    let mut state = slot.borrow_mut();
+    match *state {
+        // unload() was called meanwhile: free the GPU memory now.
+        Slot::Unloaded => engine.gpu().device().destroy(),
+        _ => *state = Slot::Ready(engine),
+    }
+    result
+}
+
+async fn generate_with(engine: &mut Engine, request: Request, on_event: &Function) -> Result<JsValue> {
+    let mut generation = engine.generate(request)?;
+    let mut finish = None;
+    while let Some(event) = generation.next().await {
+        let (kind, text) = match event? {
+            Event::Reasoning(text) => ("reasoning", text),
+            Event::Content(text) => ("content", text),
+            Event::Done(f) => {
+                finish = Some(f);
+                continue;
+            }
+        };
+        let value = to_value(&EventObject { kind, text: &text })?;
+        on_event.call1(&JsValue::NULL, &value).map_err(|e| errors::from_js(&e, "the event callback"))?;
+    }
+    let finish = finish.ok_or_else(|| err!(Usage, "the generation ended without finishing"))?;
+    to_value(&FinishObject::from(finish))
+}
+
+fn build_request(o: GenerateOptions) -> Result<Request> {
+    let input = match (o.messages, o.prompt_ids) {
+        (Some(messages), None) => Input::Messages(messages),
+        (None, Some(ids)) => Input::Tokens { ids, starts_in_reasoning: o.starts_in_reasoning },
+        (Some(_), Some(_)) => return Err(err!(Usage, "pass either messages or prompt_ids, not both")),
+        (None, None) => return Err(err!(ChatBadMessages, "messages is required")),
+    };
+    let defaults = Sampling::default();
+    let temperature = o.temperature.unwrap_or(defaults.temperature);
+    let check = |name: &str, v: f32, lo: f32, hi: f32| -> Result<()> {
+        match v.is_finite() && (lo..=hi).contains(&v) {
+            true => Ok(()),
+            false => Err(err!(Usage, "{name} must be between {lo} and {hi}, not {v}")),
+        }
+    };
+    check("temperature", temperature, 0.0, 2.0)?;
+    let top_p = o.top_p.unwrap_or(defaults.top_p);
+    check("top_p", top_p, 0.0, 1.0)?;
+    let min_p = o.min_p.unwrap_or(defaults.min_p);
+    check("min_p", min_p, 0.0, 1.0)?;
+    let seed = match o.seed {
+        None => js_sys::Math::random().to_bits(),
+        Some(s) if s.is_finite() && s >= 0.0 && s.fract() == 0.0 => s as u64,
+        Some(s) => return Err(err!(Usage, "seed must be a non-negative integer, not {s}")),
+    };
+    let sampling = match temperature == 0.0 {
+        true => Sampling::greedy(),
+        false => Sampling { temperature, top_k: o.top_k.unwrap_or(defaults.top_k), top_p, min_p, seed },
+    };
+    if o.max_tokens == Some(0) {
+        return Err(err!(Usage, "max_tokens must be at least 1"));
+    }
+    Ok(Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop })
+}
+
+/// What `engine.info()` reports.
+fn describe(engine: &Engine) -> serde_json::Value {
+    let c = engine.config();
+    let gpu = engine.gpu();
+    let (features, offered, limits) = (gpu.features(), gpu.adapter_features(), gpu.limits());
+    serde_json::json!({
+        "model": {
+            "architecture": c.arch.name(),
+            "name": c.name,
+            "n_vocab": c.n_vocab,
+            "n_embd": c.n_embd,
+            "n_layer": c.n_layer,
+            "n_head": c.n_head,
+            "n_head_kv": c.n_head_kv,
+            "n_ff": c.n_ff,
+            "context_length": c.context_length,
+            "has_chat_template": engine.template().is_some(),
+        },
+        "context_length": engine.context_length(),
+        "adapter": { "name": gpu.adapter().name, "backend": format!("{:?}", gpu.adapter().backend) },
+        "features": {
+            "shader_f16": features.shader_f16,
+            "subgroups": features.subgroups,
+            "adapter_shader_f16": offered.shader_f16,
+            "adapter_subgroups": offered.subgroups,
+        },
+        "limits": {
+            "max_buffer_size": limits.max_buffer_size,
+            "max_storage_buffer_binding_size": limits.max_storage_buffer_binding_size,
+            "binding_cap": gpu.max_binding_bytes(),
+        },
+        "gpu_bytes": gpu.bytes_created(),
+    })
+}

@@ -1,0 +1,302 @@
+// webr1's npm package in headless Chromium (Debian's, WebGPU on SwiftShader: the f32 path), through its published JS
+// API, against a localhost server that logs every request. SwiftShader is slow, so prompts are short and few tokens are
+// generated. Without Chromium or the smol135 model the tests skip, except under CI=true, where they fail.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { serve, modelsDir } from './server.mjs';
+import { launch, haveChromium, inCi, CHROMIUM } from './browser.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const PKG = path.join(ROOT, 'pkg');
+const MODEL = path.join(modelsDir(), 'smol135.gguf');
+const FIXTURE = path.join(ROOT, 'tests/fixtures/greedy-f32.smol135.jsonl');
+
+function missing() {
+  const why = [];
+  if (!haveChromium()) why.push(`no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+  if (!fs.existsSync(path.join(PKG, 'webr1_bg.wasm'))) why.push('pkg/ is not built (scripts/build-web.sh)');
+  if (!fs.existsSync(MODEL)) why.push(`no test model ${MODEL} (../shared/scripts/fetch-test-models.sh)`);
+  return why;
+}
+
+const why = missing();
+if (why.length > 0 && inCi) throw new Error(`browser tests cannot run under CI=true: ${why.join('; ')}`);
+const skip = why.length > 0 ? `SKIP: ${why.join('; ')}` : false;
+
+let server;
+let browser;
+
+before(async () => {
+  if (skip) return;
+  server = await serve({ '/pkg/': PKG });
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+async function page(b = browser) {
+  const p = await b.newPage();
+  p.on('pageerror', (e) => console.error('page error:', e.message));
+  await p.goto(`${server.url}/page.html`);
+  return p;
+}
+
+// Runs `fn(webr1, arg)` in the page with the package imported from `/pkg/`.
+function inPage(p, fn, arg, from = '/pkg/index.js') {
+  return p.evaluate(
+    async ({ source, arg, from }) => {
+      const webr1 = await import(from);
+      const fn = new Function(`return (${source})`)();
+      try {
+        return await fn(webr1, arg);
+      } catch (e) {
+        return { thrown: { code: e.code, message: e.message, name: e.name } };
+      }
+    },
+    { source: fn.toString(), arg, from },
+  );
+}
+
+function reference() {
+  return fs.readFileSync(FIXTURE, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+// Greedy tokens must equal llama.cpp's f32 tokens; they may part only where the reference's top two logits are
+// within 0.05 of each other.
+function assertGreedyMatches(got, want, steps, label) {
+  for (let i = 0; i < Math.min(got.length, want.length); i++) {
+    if (got[i] !== want[i]) {
+      const [first, second] = steps[i].top;
+      const margin = first[1] - second[1];
+      assert.ok(margin < 0.05, `${label}: token ${i} is ${got[i]}, llama.cpp's f32 reference has ${want[i]} (margin ${margin.toFixed(3)}); got ${JSON.stringify(got)}, want ${JSON.stringify(want.slice(0, got.length))}`);
+      return;
+    }
+  }
+}
+
+test('greedy tokens in the browser equal the f32 reference (smol135 by URL, in a worker)', { skip, timeout: 600_000 }, async () => {
+  const cases = reference().slice(0, 2);
+  const p = await page();
+  const started = Date.now();
+  const out = await inPage(p, async (webr1, cases) => {
+    const t = performance.now();
+    const engine = await webr1.load('/models/smol135.gguf', { contextLength: 256, cache: false });
+    const loadMs = performance.now() - t;
+    const results = [];
+    for (const c of cases) {
+      const r = await engine.chat.completions.create({ prompt_ids: c.prompt_ids, temperature: 0, max_tokens: 4 });
+      results.push({ token_ids: r.token_ids, usage: r.usage });
+    }
+    const info = await engine.info();
+    await engine.unload();
+    return { loadMs, results, info };
+  }, cases);
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  for (const [i, c] of cases.entries()) {
+    const r = out.results[i];
+    console.log(`browser smol135 prompt ${i}: prefill ${r.usage.prefill_tokens_per_second.toFixed(2)} tok/s, decode ${r.usage.decode_tokens_per_second.toFixed(2)} tok/s, tokens ${JSON.stringify(r.token_ids)}`);
+    assert.ok(r.token_ids.length > 0);
+    assertGreedyMatches(r.token_ids, c.greedy_ids, c.steps, `prompt ${i}`);
+  }
+  console.log(`load ${Math.round(out.loadMs)} ms, adapter ${out.info.adapter.name}, shader_f16 ${out.info.features.shader_f16}, wasm heap peak ${out.info.wasm_memory_peak_during_load} B, whole test ${Date.now() - started} ms`);
+  assert.ok(out.info.wasm_memory_peak_during_load < 64 << 20, 'the wasm heap stays far below the model size');
+  await p.close();
+});
+
+test('streaming: reasoning_content first, then content, then a final chunk with usage (main thread)', { skip, timeout: 600_000 }, async () => {
+  const p = await page();
+  const ids = reference()[0].prompt_ids;
+  const out = await inPage(p, async (webr1, ids) => {
+    const engine = await webr1.load('/models/smol135.gguf', { contextLength: 256, worker: false, cache: false });
+    // The output starts inside the reasoning (as after R1's `<think>\n`); the thinking budget closes it after 2
+    // tokens, so both parts come from real generation.
+    const chunks = [];
+    const stream = await engine.chat.completions.create({
+      prompt_ids: ids,
+      starts_in_reasoning: true,
+      stream: true,
+      temperature: 0,
+      thinking_budget: 2,
+      // 2 reasoning tokens, the tokens of the forced `\n</think>\n\n`, then answer tokens.
+      max_tokens: 12,
+    });
+    for await (const chunk of stream) chunks.push(chunk);
+    await engine.unload();
+    return { chunks };
+  }, ids);
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  const chunks = out.chunks;
+  assert.equal(chunks[0].object, 'chat.completion.chunk');
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const kinds = chunks.slice(1, -1).map((c) => ('reasoning_content' in c.choices[0].delta ? 'r' : 'c')).join('');
+  assert.match(kinds, /^r+c+$/, `reasoning chunks, then content chunks: ${kinds}`);
+  const last = chunks.at(-1);
+  assert.equal(last.choices[0].finish_reason, 'length');
+  assert.equal(last.usage.completion_tokens_details.reasoning_tokens, 2);
+  assert.equal(last.usage.completion_tokens, 12);
+  assert.ok(last.usage.decode_tokens_per_second > 0);
+  await p.close();
+});
+
+test('an AbortSignal stops a generation with finish_reason "abort", and the next request works', { skip, timeout: 600_000 }, async () => {
+  const p = await page();
+  const out = await inPage(p, async (webr1) => {
+    const engine = await webr1.load('/models/smol135.gguf', { contextLength: 256, cache: false });
+    const controller = new AbortController();
+    const stream = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Count to fifty.' }], stream: true, max_tokens: 200, signal: controller.signal, temperature: 0 });
+    let last;
+    let pieces = 0;
+    let abortedAt = 0;
+    for await (const chunk of stream) {
+      last = chunk;
+      if (chunk.choices[0].delta.content || chunk.choices[0].delta.reasoning_content) {
+        if (++pieces === 1) {
+          abortedAt = performance.now();
+          controller.abort();
+        }
+      }
+    }
+    const stopMs = performance.now() - abortedAt;
+    // The same conversation again: its prompt is cached, so only one token is computed.
+    const next = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Count to fifty.' }], max_tokens: 1, temperature: 0 });
+    await engine.unload();
+    return { finish: last.choices[0].finish_reason, tokens: last.usage.completion_tokens, stopMs, next: next.choices[0].finish_reason, nextTokens: next.usage.completion_tokens };
+  });
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  assert.equal(out.finish, 'abort');
+  assert.ok(out.tokens < 5, `stopped within a few tokens: ${out.tokens}`);
+  assert.equal(out.nextTokens, 1, JSON.stringify(out));
+  console.log(`abort took effect after ${Math.round(out.stopMs)} ms`);
+  await p.close();
+});
+
+test('errors carry stable codes: bad URL, garbage bytes, bad arguments', { skip, timeout: 120_000 }, async () => {
+  const p = await page();
+  const out = await inPage(p, async (webr1) => {
+    const code = async (f) => {
+      try {
+        await f();
+        return 'no error';
+      } catch (e) {
+        return `${e.name}:${e.code}`;
+      }
+    };
+    return {
+      notFound: await code(() => webr1.load('/models/no-such-model.gguf')),
+      badHost: await code(() => webr1.load('http://127.0.0.1:9/model.gguf', { worker: false })),
+      garbage: await code(() => webr1.load('/garbage.gguf')),
+      garbageBlob: await code(() => webr1.load(new Blob([new Uint8Array(4096).fill(7)]), { worker: false })),
+      notAModel: await code(() => webr1.load(42)),
+    };
+  });
+  assert.deepEqual(out, {
+    notFound: 'Webr1Error:download.http',
+    badHost: 'Webr1Error:download.failed',
+    garbage: 'Webr1Error:gguf.bad_magic',
+    garbageBlob: 'Webr1Error:gguf.bad_magic',
+    notAModel: 'Webr1Error:usage',
+  });
+  await p.close();
+});
+
+test('without WebGPU: webgpu.unavailable, whether navigator.gpu is missing or offers no adapter', { skip, timeout: 120_000 }, async () => {
+  const plain = await launch({ webgpu: false });
+  try {
+    const p = await page(plain);
+    const noAdapter = await inPage(p, (webr1) => webr1.load('/models/smol135.gguf', { worker: false, cache: false }));
+    const noGpu = await p.evaluate(async () => {
+      Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined });
+      const webr1 = await import('/pkg/index.js');
+      try {
+        await webr1.load('/models/smol135.gguf', { worker: false, cache: false });
+      } catch (e) {
+        return e.code;
+      }
+    });
+    assert.equal(noAdapter.thrown?.code, 'webgpu.unavailable', JSON.stringify(noAdapter));
+    assert.equal(noGpu, 'webgpu.unavailable');
+  } finally {
+    await plain.close();
+  }
+});
+
+test('a download that breaks off halfway resumes with a Range request, and the second load comes from the cache', { skip, timeout: 600_000 }, async () => {
+  const p = await page();
+  const size = fs.statSync(MODEL).size;
+  const from = server.log.length;
+  const first = await inPage(p, async (webr1) => {
+    await webr1.clearCache();
+    const engine = await webr1.load('/flaky/smol135.gguf', { contextLength: 64 });
+    await engine.unload();
+    return true;
+  });
+  assert.equal(first, true, JSON.stringify(first));
+  const requests = server.log.slice(from).filter((r) => r.path === '/flaky/smol135.gguf');
+  const served = requests.reduce((n, r) => n + (r.bytes ?? 0), 0);
+  assert.ok(requests.some((r) => r.range && Number(/bytes=(\d+)/.exec(r.range)[1]) > 0), `a Range request past byte 0: ${JSON.stringify(requests)}`);
+  assert.ok(served < 1.5 * size, `${served} bytes served for a ${size}-byte file`);
+  const mark = server.log.length;
+  const second = await inPage(p, async (webr1) => {
+    const engine = await webr1.load('/flaky/smol135.gguf', { contextLength: 64 });
+    const info = await engine.info();
+    await engine.unload();
+    return info.model.n_layer;
+  });
+  assert.equal(second, 30);
+  assert.deepEqual(server.log.slice(mark).filter((r) => r.path.endsWith('.gguf')), [], 'the second load made no request for the model');
+  await p.close();
+});
+
+test('a File picked by the user loads without the network', { skip, timeout: 600_000 }, async () => {
+  const p = await page();
+  await p.setInputFiles('#file', MODEL);
+  const mark = server.log.length;
+  const out = await p.evaluate(async () => {
+    const webr1 = await import('/pkg/index.js');
+    const file = document.querySelector('#file').files[0];
+    const engine = await webr1.load(file, { contextLength: 64 });
+    const info = await engine.info();
+    await engine.unload();
+    return info.model.architecture;
+  });
+  assert.equal(out, 'llama');
+  assert.deepEqual(server.log.slice(mark).filter((r) => r.path.endsWith('.gguf')), []);
+  await p.close();
+});
+
+test('npm pack: the tarball installs into a fresh project and imports from a page', { skip, timeout: 300_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webr1-pack-'));
+  try {
+    const tarball = execFileSync('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: PKG, encoding: 'utf8' }).trim().split('\n').pop();
+    const app = path.join(dir, 'app');
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', path.join(dir, tarball)], { cwd: app, stdio: 'pipe' });
+    const installed = path.join(app, 'node_modules/webr1');
+    for (const f of ['index.js', 'index.d.ts', 'worker.js', 'webr1.js', 'webr1_bg.wasm', 'src/core.js']) {
+      assert.ok(fs.existsSync(path.join(installed, f)), `the package holds ${f}`);
+    }
+    const own = await serve({ '/node_modules/webr1/': installed });
+    try {
+      const p = await browser.newPage();
+      await p.goto(`${own.url}/page.html`);
+      // Through the worker: the installed package finds its worker, its wasm and its glue.
+      const out = await inPage(p, (webr1) => webr1.load('/garbage.gguf'), null, '/node_modules/webr1/index.js');
+      assert.equal(out.thrown?.code, 'gguf.bad_magic', JSON.stringify(out));
+      await p.close();
+    } finally {
+      await own.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
