@@ -265,6 +265,8 @@ const PUNCT = new Set('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~');
 const SPECIAL = /[\\`*_~[!<\nh]/g;
 const isWordChar = (c) => c !== undefined && /[\p{L}\p{N}]/u.test(c);
 const isSpace = (c) => c === undefined || /\s/.test(c);
+// `_` emphasis may not start or end inside a word (snake_case, __dunder__ names stay as they are).
+const inWord = (c) => c === '_' || isWordChar(c);
 
 // Finds tokens left to right in one string, remembering each token's last answer so that repeated searches
 // (a megabyte of "[" with no "]") do not rescan: the first occurrence at or after `from` is the remembered one
@@ -371,10 +373,10 @@ function emphasis(finder, i, end, depth) {
     const open = i + delim.length;
     // An opener is followed by a non-space; `_` may not open inside a word (snake_case stays as it is).
     if (isSpace(src[open]) || src[open] === delim[0]) return null;
-    if (delim[0] === '_' && isWordChar(src[i - 1])) return null;
+    if (delim[0] === '_' && inWord(src[i - 1])) return null;
     const close = finder.find(delim, open, end);
     if (close === -1 || isSpace(src[close - 1])) return null;
-    if (delim[0] === '_' && isWordChar(src[close + delim.length])) return null;
+    if (delim[0] === '_' && inWord(src[close + delim.length])) return null;
     return { node: el(tag, null, inlineRange(finder, open, close, depth + 1)), next: close + delim.length };
   }
   return null;
