@@ -3,7 +3,7 @@
 
 import { loadCatalogue, formatBytes, gpuBytesNeeded, resolveModelUrl, byUrl } from './models.js';
 import { explainError, explainNoWebGpu } from './errors.js';
-import { Conversation } from './chat.js';
+import { Conversation, formatRate } from './chat.js';
 import { bindSettings } from './settings.js';
 
 const $ = (id) => document.getElementById(id);
@@ -331,7 +331,7 @@ async function send(text) {
         if (++pieces % 4 === 0) {
           const rate = ((pieces - 1) * 1000) / Math.max(1, now - first);
           view.showSpeed(rate);
-          setStatus(`Generating · ${rate.toFixed(1)} tok/s`);
+          setStatus(`Generating · ${formatRate(rate)} tok/s`);
         }
       }
       if (delta.reasoning_content) view.appendReasoning(delta.reasoning_content);
@@ -340,7 +340,7 @@ async function send(text) {
       if (chunk.usage) usage = chunk.usage;
     }
     view.finish(usage, finish);
-    setStatus(usage ? `Last answer: ${usage.decode_tokens_per_second.toFixed(1)} tok/s, prompt ${usage.prefill_tokens_per_second.toFixed(0)} tok/s` : '');
+    setStatus(usage ? `Last answer: ${formatRate(usage.decode_tokens_per_second)} tok/s, prompt ${formatRate(usage.prefill_tokens_per_second)} tok/s` : '');
   } catch (error) {
     view.fail(error?.code === 'gpu.device_lost' ? 'The GPU was reset' : 'Stopped by an error');
     setStatus('');

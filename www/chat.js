@@ -4,6 +4,11 @@
 
 import { renderMarkdown } from './markdown.js';
 
+/** "0.2", "12.5", "340": tokens per second with the digits that matter. */
+export function formatRate(rate) {
+  return rate < 100 ? rate.toFixed(1) : rate.toFixed(0);
+}
+
 function h(tag, props = {}, children = []) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
@@ -142,7 +147,7 @@ export class AssistantMessage {
 
   /** Live speed while streaming. */
   showSpeed(tokensPerSecond) {
-    this.stats.textContent = `${tokensPerSecond.toFixed(1)} tok/s`;
+    this.stats.textContent = `${formatRate(tokensPerSecond)} tok/s`;
   }
 
   /** The stream ended: `usage` and `finishReason` from the last chunk (absent when it broke off). */
@@ -159,8 +164,8 @@ export class AssistantMessage {
     if (usage) {
       const reasoning = usage.completion_tokens_details?.reasoning_tokens ?? 0;
       parts.push(`${usage.completion_tokens} tokens${reasoning ? ` (${reasoning} thinking)` : ''}`);
-      parts.push(`${usage.decode_tokens_per_second.toFixed(1)} tok/s`);
-      parts.push(`prompt ${usage.prefill_tokens_per_second.toFixed(0)} tok/s`);
+      parts.push(`${formatRate(usage.decode_tokens_per_second)} tok/s`);
+      parts.push(`prompt ${formatRate(usage.prefill_tokens_per_second)} tok/s`);
     }
     this.stats.textContent = parts.join(' · ');
     if (!this.content && !this.reasoning) this.answer.append(h('p', { class: 'muted', text: finishReason === 'abort' ? 'Stopped before the first word.' : '(no answer)' }));

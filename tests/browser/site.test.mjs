@@ -296,12 +296,30 @@ test('chat: load by URL, streamed reasoning then answer, Stop (Esc), more turns,
   await context.close();
 });
 
-test('a local GGUF loads through the file picker', { skip }, async () => {
+test('a local GGUF loads through the file picker, and another by drag and drop', { skip }, async () => {
   const { page, context, errors } = await openPage(browser);
+  const requests = () => server.log.filter((r) => r.path === '/models/smol135.gguf').length;
   await page.setInputFiles('#file-input', SMOL);
   await page.waitForSelector('html[data-view="chat"]', { timeout: 180_000 });
   assert.equal(await page.textContent('#model-chip'), 'smol135.gguf');
-  assert.equal(server.log.filter((r) => r.path === '/models/smol135.gguf').length, 0, 'no network request for the model');
+  assert.equal(requests(), 0, 'no network request for a picked file');
+
+  // Dropping files on the page: a file that is not a GGUF is refused with a word, a GGUF replaces the model.
+  const drop = (name) =>
+    page.evaluate(async (name) => {
+      const bytes = name.endsWith('.gguf') ? await (await fetch('/models/smol135.gguf')).blob() : new Blob(['hello']);
+      const data = new DataTransfer();
+      data.items.add(new File([bytes], name));
+      for (const type of ['dragenter', 'dragover', 'drop']) {
+        window.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+      }
+    }, name);
+  await drop('notes.txt');
+  assert.equal(await page.textContent('#notice h2'), 'Not a GGUF file');
+  assert.equal(await page.isHidden('#drop-overlay'), true);
+  await drop('dropped.gguf');
+  await page.waitForFunction(() => document.querySelector('#model-chip').textContent === 'dropped.gguf' && document.documentElement.dataset.view === 'chat', null, { timeout: 180_000 });
+  assert.equal(await page.isHidden('#notice'), true);
   assert.deepEqual(errors, []);
   await context.close();
 });
