@@ -45,6 +45,7 @@ const state = {
   generating: null, // AbortController of an answer in progress
   history: [], // [{role, content}] sent with each request; answers without their reasoning
   settings: null,
+  updateSettings: null, // (partial) => settings, through the settings dialog's store
 };
 
 const conversation = new Conversation(ui.messages, $('main'));
@@ -114,8 +115,7 @@ function actionButton(action) {
       return (
         state.source &&
         button(`Load with ${action.contextLength} tokens of context`, () => {
-          state.settings = { ...state.settings, context_length: action.contextLength };
-          localStorage.setItem('webr1.settings', JSON.stringify(state.settings));
+          state.updateSettings({ context_length: action.contextLength });
           loadModel(state.source);
         })
       );
@@ -458,10 +458,12 @@ function bindEvents() {
 }
 
 async function main() {
-  state.settings = bindSettings($('settings'), $('open-settings'), (settings) => {
-    state.settings = settings;
+  const settings = bindSettings($('settings'), $('open-settings'), (changed) => {
+    state.settings = changed;
     renderModelList();
   });
+  state.settings = settings.settings;
+  state.updateSettings = settings.update;
   bindEvents();
   setView('picker');
   const [gpu, models, webr1] = await Promise.all([

@@ -44,7 +44,10 @@ function saveSettings(settings) {
   }
 }
 
-/** Wires the dialog; `onChange(settings)` runs after every edit. Returns the current settings. */
+/**
+ * Wires the dialog; `onChange(settings)` runs after every edit. Returns the current settings and `update(partial)`,
+ * which changes, stores and shows some of them from elsewhere (an error's "load with less context").
+ */
 export function bindSettings(dialog, openButton, onChange) {
   let settings = loadSettings();
   const form = dialog.querySelector('form');
@@ -73,5 +76,12 @@ export function bindSettings(dialog, openButton, onChange) {
     dialog.showModal();
   });
   show();
-  return settings;
+  const update = (partial) => {
+    settings = clean({ ...settings, ...partial });
+    saveSettings(settings);
+    show();
+    onChange(settings);
+    return settings;
+  };
+  return { settings, update };
 }

@@ -207,6 +207,34 @@ test('a download that fails says so and offers to try again', { skip }, async ()
   await context.close();
 });
 
+test('keyboard: Tab reaches the controls in reading order; Esc cancels a load', { skip }, async () => {
+  const { page, context, errors } = await openPage(browser);
+  const order = [];
+  for (let i = 0; i < 14; i++) {
+    await page.keyboard.press('Tab');
+    order.push(await page.evaluate(() => {
+      const e = document.activeElement;
+      return e.id || e.getAttribute('aria-label') || e.className || e.tagName;
+    }));
+  }
+  const expected = ['skip', 'webr1 home', 'open-settings', 'Load DeepSeek-R1-Distill-Qwen-1.5B', 'Load DeepSeek-R1-Distill-Qwen-7B',
+    'Load DeepSeek-R1-Distill-Llama-8B', 'Load DeepSeek-R1-Distill-Qwen-14B', 'url-input', 'file-input'];
+  const at = expected.map((name) => order.indexOf(name));
+  assert.ok(at.every((i, k) => i >= 0 && (k === 0 || i > at[k - 1])), `Tab order: ${order.join(' → ')}`);
+
+  await page.focus('#url-input');
+  await page.keyboard.type('/models/smol135.gguf');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('html[data-view="loading"]');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'cancel-load', 'focus moves to Cancel');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('html[data-view="picker"]', { timeout: 30_000 });
+  assert.equal(await page.isHidden('#notice'), true, 'a cancelled load is not an error');
+  assert.equal(await page.isHidden('#model-chip'), true);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('chat: load by URL, streamed reasoning then answer, Stop (Esc), more turns, new chat; screenshots', { skip }, async () => {
   const { page, context, errors } = await openPage(browser);
   // Few tokens: SwiftShader is slow. The budget closes the reasoning after 6 tokens; then a short answer.
