@@ -67,7 +67,6 @@ export function rewriteChatTemplate(src, dst, edit) {
   const pieces = [head.subarray(0, r.at)];
   let copied = r.at;
   for (let i = 0; i < nKv; i++) {
-    const keyAt = r.at;
     const key = r.string();
     const type = r.u32();
     const valueAt = r.at;
@@ -77,7 +76,6 @@ export function rewriteChatTemplate(src, dst, edit) {
       copied = r.at;
     } else if (key === 'general.alignment' && type === 4) alignment = r.u32();
     else r.skipValue(type);
-    void keyAt;
   }
   if (template === null) throw new Error(`${src} has no tokenizer.chat_template`);
   for (let i = 0; i < nTensors; i++) {
