@@ -46,8 +46,14 @@ before(async () => {
   fs.mkdirSync(OUT, { recursive: true });
   fs.mkdirSync(SHOTS, { recursive: true });
   const think = path.join(OUT, 'smol135-think.gguf');
-  const template = rewriteChatTemplate(SMOL, think, (t) => t.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'"));
+  // The template opens <think>, and leaves out SmolLM's default system prompt: a shorter prompt is a faster test.
+  const template = rewriteChatTemplate(SMOL, think, (t) =>
+    t
+      .replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'")
+      .replace(/\{% if loop\.first and messages\[0\]\['role'\] != 'system' %\}.*?\{% endif %\}/s, ''),
+  );
   assert.ok(template.includes('assistant\n<think>\n'), 'the test model template now opens <think>');
+  assert.ok(!template.includes('named SmolLM'), 'the default system prompt is gone');
   server = await serveSite({ www: WWW, pkg: PKG, models: { 'smol135-think.gguf': think, 'smol135.gguf': SMOL } });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, '--enable-unsafe-webgpu'], headless: true });
 });
@@ -103,7 +109,7 @@ async function ask(page, text) {
   return page.locator('.msg.assistant').nth(before);
 }
 
-const idle = (page, timeout = 180_000) => page.waitForSelector('html[data-generating="false"]', { timeout });
+const idle = (page, timeout = 400_000) => page.waitForSelector('html[data-generating="false"]', { timeout });
 
 test('the page: own JS + CSS under 100 KB, first contentful paint under 1 s, no console errors', { skip }, async () => {
   const own = fs.readdirSync(WWW).filter((f) => /\.(js|css|html)$/.test(f));
@@ -298,8 +304,10 @@ test('chat: load by URL, streamed reasoning then answer, Stop (Esc), more turns,
   await setSettings(page, { max_tokens: 5, thinking_budget: 2 });
   const third = await ask(page, 'And 3 + 3?');
   await idle(page);
-  assert.ok((await third.locator('.reasoning').textContent()).trim().length > 0, 'the third turn reasons');
-  assert.doesNotMatch(await third.locator('.stats').textContent(), /Stopped/);
+  // What a 135M model says in 5 tokens may be only white space, or it may end at once; that it generated and finished
+  // on its own (end of generation or the token limit, not Stop) is the point.
+  const thirdStats = await third.locator('.stats').textContent();
+  assert.match(thirdStats, /^(Hit the token limit · )?[1-9]\d* tokens/, thirdStats);
   assert.equal(await page.locator('.msg.user').count(), 3);
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'prompt', 'focus returns to the message box');
 
