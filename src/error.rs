@@ -8,7 +8,7 @@
 //! | `io.not_found` | a model file does not exist |
 //! | `io.read` | reading a file or stream failed |
 //! | `io.write` | writing a file failed (the download cache, standard output) |
-//! | `download.network` | a model URL could not be reached or its transfer broke off (the message names the URL) |
+//! | `download.network` | a model URL (or a Hugging Face repository listing) could not be reached, or its transfer broke off; the message names the URL |
 //! | `download.http` | the server of a model URL answered with an HTTP error status |
 //! | `download.verify` | a downloaded model's size differs from what the server announced |
 //! | `server.bind` | `webr1 serve` or `webr1 web` cannot listen on the address asked for |
