@@ -8,7 +8,7 @@
 //! | `io.not_found` | a model file does not exist |
 //! | `io.read` | reading a file or stream failed |
 //! | `io.write` | writing a file failed (the download cache, standard output) |
-//! | `download.failed` | a model URL could not be fetched or its transfer broke off: a network error, a missing part of a split model (the message names the URL and how to pass a local file instead) |
+//! | `download.failed` | a model URL could not be fetched or its transfer broke off: a network error, an unreachable Hugging Face listing, a missing part of a split model (the message names the URL and how to pass a local file instead) |
 //! | `download.http` | the server of a model URL answered with an HTTP error status, or ignored a Range request when resuming |
 //! | `download.verify` | a downloaded model's size differs from what the server announced, or the file changed between requests |
 //! | `download.interrupted` | a download broke off and could not be resumed (webr1 resumes a few times with Range requests first) |

@@ -161,10 +161,64 @@ fn an_unreachable_url_names_itself_and_the_way_out() {
 
 #[test]
 fn bad_model_names_are_one_line_errors() {
-    for name in ["hf:owner-only", "hf:a/b:Q4_K_M", "https://host/../x.gguf"] {
+    for name in ["hf:owner-only", "hf:a/b:", "hf:a/b:Q4/x", "https://host/../x.gguf"] {
         let out = Command::new(env!("CARGO_BIN_EXE_webr1")).args(["info", name]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.contains("[usage]") && stderr.trim_end().lines().count() == 1, "{name}: {stderr}");
     }
+}
+
+#[test]
+fn an_hf_quant_name_finds_its_file_in_the_listing_of_hf_endpoint() {
+    let file = header_bytes();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut request_line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            reader.read_line(&mut request_line).unwrap();
+            while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
+            let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+            seen.lock().unwrap().push(path.clone());
+            let body = if path == "/api/models/org/R1-GGUF" {
+                br#"{"id":"org/R1-GGUF","siblings":[{"rfilename":"README.md"},{"rfilename":"R1-Q4_K_M.gguf"},
+                    {"rfilename":"R1-Q8_0.gguf"}]}"#
+                    .to_vec()
+            } else if path == "/org/R1-GGUF/resolve/main/R1-Q8_0.gguf" {
+                file.clone()
+            } else {
+                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            };
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    let cache = cache_dir("hfquant");
+    let run = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_webr1"))
+            .args(["info", name])
+            .env("WEBR1_CACHE", &cache)
+            .env("HF_ENDPOINT", format!("http://{addr}/"))
+            .output()
+            .unwrap()
+    };
+    let out = run("hf:org/R1-GGUF:q8_0");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DeepSeek R1 Distill Qwen 7B"));
+    assert_eq!(
+        paths.lock().unwrap().clone(),
+        vec!["/api/models/org/R1-GGUF".to_string(), "/org/R1-GGUF/resolve/main/R1-Q8_0.gguf".to_string()]
+    );
+    let out = run("hf:org/R1-GGUF:Q2_K");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("no Q2_K file") && stderr.contains("R1-Q4_K_M.gguf, R1-Q8_0.gguf"), "{stderr}");
+    std::fs::remove_dir_all(&cache).ok();
 }

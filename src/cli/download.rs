@@ -12,19 +12,44 @@ use webr1::{err, Error, Result};
 /// Connection attempts in a row that may fail without any byte arriving before we give up.
 const ATTEMPTS_WITHOUT_PROGRESS: u32 = 4;
 
+/// The file names in a Hugging Face model repository, from `ENDPOINT/api/models/OWNER/REPO`.
+pub fn list_hf_files(endpoint: &str, owner: &str, repo: &str) -> Result<Vec<String>> {
+    let url = format!("{endpoint}/api/models/{owner}/{repo}");
+    let fail = |why: String| {
+        err!(
+            DownloadFailed,
+            "cannot list the files of {url}: {why}. Name the file instead (hf:{owner}/{repo}/FILE.gguf) or pass the \
+             path of a local file"
+        )
+    };
+    let mut response = agent().get(&url).call().map_err(|e| fail(e.to_string()))?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(err!(DownloadHttp, "{url}: the server answered HTTP {status}"));
+    }
+    let text = response.body_mut().read_to_string().map_err(|e| fail(e.to_string()))?;
+    let listing: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let siblings = listing["siblings"].as_array().ok_or_else(|| fail("no 'siblings' list in the answer".into()))?;
+    Ok(siblings.iter().filter_map(|s| s["rfilename"].as_str().map(str::to_string)).collect())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .user_agent(concat!("webr1/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 /// Downloads `url` to `dest`; `dest` exists afterwards only if the whole file arrived.
 pub fn download(url: &str, dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| err!(IoWrite, "cannot create {}: {e}", parent.display()))?;
     let part = part_path(dest);
     eprintln!("webr1: downloading {url}\nwebr1:   into {}", dest.display());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .user_agent(concat!("webr1/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    let agent = agent();
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -1,5 +1,6 @@
-//! MODEL arguments: a local path, an `http(s)://` URL, or `hf:owner/repo/file.gguf` (a file in a Hugging Face
-//! repository). A URL is downloaded once into the cache (`$WEBR1_CACHE`, else the platform's cache directory) and the
+//! MODEL arguments: a local path, an `http(s)://` URL, `hf:owner/repo/file.gguf` (a file in a Hugging Face
+//! repository) or `hf:owner/repo:QUANT` (the repository's file of that quantisation, found in its file listing;
+//! `$HF_ENDPOINT` replaces `https://huggingface.co`, as in Hugging Face's own tools). A URL is downloaded once into the cache (`$WEBR1_CACHE`, else the platform's cache directory) and the
 //! cached file is used from then on; see [`super::download`].
 
 use std::path::{Path, PathBuf};
@@ -14,12 +15,27 @@ pub const DEFAULT_MODEL: &str =
 pub enum Source {
     Path(PathBuf),
     Url(String),
+    /// `hf:owner/repo:QUANT`: a file to find in the repository's listing.
+    HfQuant {
+        owner: String,
+        repo: String,
+        quant: String,
+    },
+}
+
+/// Where Hugging Face repositories live.
+pub const HF_ENDPOINT: &str = "https://huggingface.co";
+
+/// `$HF_ENDPOINT` (a mirror) or [`HF_ENDPOINT`].
+pub fn hf_endpoint() -> String {
+    let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.trim().is_empty());
+    endpoint.map_or(HF_ENDPOINT.to_string(), |e| e.trim().trim_end_matches('/').to_string())
 }
 
 /// Reads a MODEL argument without touching the disk or the network.
 pub fn parse(arg: &str) -> Result<Source> {
     if let Some(spec) = arg.strip_prefix("hf:") {
-        return hf_url(spec).map(Source::Url);
+        return hf_source(spec, &hf_endpoint());
     }
     let lower = arg.get(..8).unwrap_or(arg).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
@@ -29,25 +45,31 @@ pub fn parse(arg: &str) -> Result<Source> {
     Ok(Source::Path(PathBuf::from(arg)))
 }
 
-/// `owner/repo/path/to/file.gguf` → `https://huggingface.co/owner/repo/resolve/main/path/to/file.gguf`.
-pub fn hf_url(spec: &str) -> Result<String> {
+fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// An `hf:` name (without the prefix) against a Hugging Face endpoint.
+fn hf_source(spec: &str, endpoint: &str) -> Result<Source> {
     let usage = || {
-        err!(Usage, "'hf:{spec}' is not a Hugging Face file name: write hf:OWNER/REPO/FILE.gguf, e.g. {DEFAULT_MODEL}")
+        err!(
+            Usage,
+            "'hf:{spec}' is not a Hugging Face file name: write hf:OWNER/REPO/FILE.gguf or hf:OWNER/REPO:QUANT, \
+             e.g. {DEFAULT_MODEL}"
+        )
     };
     let mut parts = spec.splitn(3, '/');
     let (owner, repo, file) = match (parts.next(), parts.next(), parts.next()) {
         (Some(o), Some(r), Some(f)) => (o, r, f),
-        (Some(_), Some(r), None) if r.contains(':') => {
-            return Err(err!(
-                Usage,
-                "'hf:{spec}': picking a file by quantisation needs a repository listing, which webr1 does not fetch; \
-                 name the file instead: hf:OWNER/REPO/FILE.gguf"
-            ))
+        (Some(owner), Some(repo_quant), None) => {
+            let (repo, quant) = repo_quant.split_once(':').ok_or_else(usage)?;
+            let quant_ok = !quant.is_empty() && quant.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok(owner) || !name_ok(repo) || !quant_ok {
+                return Err(usage());
+            }
+            return Ok(Source::HfQuant { owner: owner.into(), repo: repo.into(), quant: quant.into() });
         }
         _ => return Err(usage()),
-    };
-    let name_ok = |s: &str| {
-        !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     let file_ok = file.split('/').all(|seg| {
         name_ok(seg) || (!seg.is_empty() && seg != "." && seg != ".." && !seg.contains(['?', '#', '%', '\\']))
@@ -55,7 +77,33 @@ pub fn hf_url(spec: &str) -> Result<String> {
     if !name_ok(owner) || !name_ok(repo) || !file_ok || file.chars().any(char::is_control) {
         return Err(usage());
     }
-    Ok(format!("https://huggingface.co/{owner}/{repo}/resolve/main/{file}"))
+    Ok(Source::Url(format!("{endpoint}/{owner}/{repo}/resolve/main/{file}")))
+}
+
+/// The GGUF file of quantisation `quant` among a repository's files: `NAME-Q4_K_M.gguf` (or `.Q4_K_M.gguf`), or the
+/// first part of a split model (`NAME-Q4_K_M-00001-of-00003.gguf`); case does not matter.
+pub fn pick_quant(files: &[String], quant: &str) -> Result<String> {
+    let q = quant.to_ascii_lowercase();
+    let matches: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            let lower = f.to_ascii_lowercase();
+            let Some(stem) = lower.strip_suffix(".gguf") else { return false };
+            let stem = stem.split_once("-00001-of-").map_or(stem, |(head, _)| head);
+            !stem.contains("-of-0") && (stem.ends_with(&format!("-{q}")) || stem.ends_with(&format!(".{q}")))
+        })
+        .collect();
+    match matches[..] {
+        [one] => Ok(one.clone()),
+        [] => {
+            let ggufs: Vec<&str> = files.iter().map(String::as_str).filter(|f| f.ends_with(".gguf")).collect();
+            Err(err!(Usage, "no {quant} file in this repository; its GGUF files: {}", ggufs.join(", ")))
+        }
+        _ => {
+            let names: Vec<&str> = matches.iter().map(|s| s.as_str()).collect();
+            Err(err!(Usage, "several {quant} files: {}; name one as hf:OWNER/REPO/FILE", names.join(", ")))
+        }
+    }
 }
 
 /// The cache directory: `$WEBR1_CACHE`, else `webr1` in the platform's cache directory.
@@ -95,14 +143,23 @@ pub fn cache_relative_path(url: &str) -> Result<PathBuf> {
 pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
     match parse(arg.unwrap_or(DEFAULT_MODEL))? {
         Source::Path(path) => Ok(path),
-        Source::Url(url) => {
-            let dest = cache_dir()?.join(cache_relative_path(&url)?);
-            if !dest.exists() {
-                super::download::download(&url, &dest)?;
-            }
-            Ok(dest)
+        Source::Url(url) => fetch(&url),
+        Source::HfQuant { owner, repo, quant } => {
+            let endpoint = hf_endpoint();
+            let files = super::download::list_hf_files(&endpoint, &owner, &repo)?;
+            let file = pick_quant(&files, &quant)?;
+            fetch(&format!("{endpoint}/{owner}/{repo}/resolve/main/{file}"))
         }
     }
+}
+
+/// The cached file of a URL, downloaded first when it is not there.
+fn fetch(url: &str) -> Result<PathBuf> {
+    let dest = cache_dir()?.join(cache_relative_path(url)?);
+    if !dest.exists() {
+        super::download::download(url, &dest)?;
+    }
+    Ok(dest)
 }
 
 /// A short name for a model file, as the server and the benchmark print it.
@@ -113,6 +170,14 @@ pub fn display_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `owner/repo/path/to/file.gguf` → `https://huggingface.co/owner/repo/resolve/main/path/to/file.gguf`.
+    fn hf_url(spec: &str) -> Result<String> {
+        match hf_source(spec, HF_ENDPOINT)? {
+            Source::Url(url) => Ok(url),
+            _ => Err(err!(Usage, "'hf:{spec}' names no file")),
+        }
+    }
 
     #[test]
     fn hf_names_resolve_to_the_resolve_url() {
@@ -136,7 +201,34 @@ mod tests {
             let e = hf_url(spec).unwrap_err();
             assert_eq!(e.code(), "usage", "{spec:?}: {e}");
         }
-        assert!(hf_url("owner/repo:Q4_K_M").unwrap_err().message.contains("name the file"));
+        assert!(hf_source("owner/repo:", HF_ENDPOINT).is_err());
+        assert!(hf_source("owner/repo:Q4/../x", HF_ENDPOINT).is_err());
+    }
+
+    #[test]
+    fn hf_quant_names_pick_their_file_from_the_listing() {
+        let spec = hf_source("bartowski/R1-GGUF:q4_k_m", HF_ENDPOINT).unwrap();
+        let want = Source::HfQuant { owner: "bartowski".into(), repo: "R1-GGUF".into(), quant: "q4_k_m".into() };
+        assert_eq!(spec, want);
+        let files: Vec<String> = [
+            "README.md",
+            "R1-Q4_K_M.gguf",
+            "R1-Q4_K_S.gguf",
+            "R1-Q8_0.gguf",
+            "big/R1-Q6_K-00001-of-00002.gguf",
+            "big/R1-Q6_K-00002-of-00002.gguf",
+            "R1.Q5_0.gguf",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(pick_quant(&files, "q4_k_m").unwrap(), "R1-Q4_K_M.gguf");
+        assert_eq!(pick_quant(&files, "Q8_0").unwrap(), "R1-Q8_0.gguf");
+        assert_eq!(pick_quant(&files, "Q6_K").unwrap(), "big/R1-Q6_K-00001-of-00002.gguf");
+        assert_eq!(pick_quant(&files, "Q5_0").unwrap(), "R1.Q5_0.gguf");
+        let none = pick_quant(&files, "Q2_K").unwrap_err().message;
+        assert!(none.contains("R1-Q8_0.gguf") && !none.contains("README"), "{none}");
+        let two = [String::from("a-Q4_0.gguf"), String::from("b-Q4_0.gguf")];
+        assert!(pick_quant(&two, "Q4_0").unwrap_err().message.contains("several"));
     }
 
     #[test]

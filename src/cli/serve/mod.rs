@@ -223,7 +223,6 @@ async fn whole_response(mut rx: UnboundedReceiver<JobEvent>, meta: Meta) -> Resp
     let (mut content, mut reasoning) = (String::new(), String::new());
     while let Some(event) = rx.recv().await {
         match event {
-            JobEvent::Started => {}
             JobEvent::Event(Event::Reasoning(t)) => reasoning.push_str(&t),
             JobEvent::Event(Event::Content(t)) => content.push_str(&t),
             JobEvent::Event(Event::Done(finish)) => {
@@ -264,39 +263,32 @@ impl Stream {
             self.started = true;
             return Some(self.delta(json!({"role": "assistant", "content": ""}), None));
         }
-        loop {
-            let event = match tokio::time::timeout(KEEP_ALIVE, self.rx.recv()).await {
-                Err(_) => return Some(": waiting\n\n".to_string()),
-                Ok(None) => {
-                    self.done = true;
-                    let e = err!(Usage, "the engine stopped before the answer was complete");
-                    return Some(self.error(&e));
+        let event = match tokio::time::timeout(KEEP_ALIVE, self.rx.recv()).await {
+            Err(_) => return Some(": waiting\n\n".to_string()),
+            Ok(None) => {
+                self.done = true;
+                let e = err!(Usage, "the engine stopped before the answer was complete");
+                return Some(self.error(&e));
+            }
+            Ok(Some(event)) => event,
+        };
+        Some(match event {
+            JobEvent::Event(Event::Reasoning(t)) => self.delta(json!({"content": null, "reasoning_content": t}), None),
+            JobEvent::Event(Event::Content(t)) => self.delta(json!({"content": t, "reasoning_content": null}), None),
+            JobEvent::Event(Event::Done(finish)) => {
+                self.done = true;
+                let mut out = self.delta(json!({}), Some(openai::finish_reason(&finish)));
+                if self.include_usage {
+                    out.push_str(&self.data(&openai::usage_chunk(&self.meta, &finish.usage)));
                 }
-                Ok(Some(event)) => event,
-            };
-            return Some(match event {
-                JobEvent::Started => continue,
-                JobEvent::Event(Event::Reasoning(t)) => {
-                    self.delta(json!({"content": null, "reasoning_content": t}), None)
-                }
-                JobEvent::Event(Event::Content(t)) => {
-                    self.delta(json!({"content": t, "reasoning_content": null}), None)
-                }
-                JobEvent::Event(Event::Done(finish)) => {
-                    self.done = true;
-                    let mut out = self.delta(json!({}), Some(openai::finish_reason(&finish)));
-                    if self.include_usage {
-                        out.push_str(&self.data(&openai::usage_chunk(&self.meta, &finish.usage)));
-                    }
-                    out.push_str("data: [DONE]\n\n");
-                    out
-                }
-                JobEvent::Error(e) => {
-                    self.done = true;
-                    self.error(&e)
-                }
-            });
-        }
+                out.push_str("data: [DONE]\n\n");
+                out
+            }
+            JobEvent::Error(e) => {
+                self.done = true;
+                self.error(&e)
+            }
+        })
     }
 
     fn error(&self, e: &webr1::Error) -> String {

@@ -13,8 +13,6 @@ use webr1::{err, Error, Result};
 /// What a job reports back.
 #[derive(Debug)]
 pub enum JobEvent {
-    /// The engine took the job: the jobs before it are done.
-    Started,
     Event(Event),
     Error(Error),
 }
@@ -97,7 +95,6 @@ fn run_job(engine: &mut webr1::engine::Engine, job: Job) {
     let start = std::time::Instant::now();
     let events = job.events.clone();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let _ = job.events.send(JobEvent::Started);
         let abort = engine.abort_handle();
         let mut generation = match engine.generate(job.request) {
             Ok(g) => g,
