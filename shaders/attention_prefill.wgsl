@@ -115,7 +115,9 @@ fn attention_prefill(
         workgroupBarrier();
 
         // 1. Scores of a 2 x 2 tile.
-        var s: array<f32, 4>;
+        // Initialised explicitly: every tile starts from zero scores (a loop-local `var` without an initialiser is
+        // not re-zeroed on each iteration by every compiler; Tint in Chromium keeps the previous tile's sums).
+        var s = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
         for (var d = 0u; d < VEC; d++) {
             let q0 = q_tile[rg * STRIDE + d];
             let q1 = q_tile[(rg + ROW_GROUPS) * STRIDE + d];
