@@ -6,9 +6,19 @@
 use std::path::{Path, PathBuf};
 use webr1::{err, Result};
 
-/// The model used when none is named: DeepSeek-R1-Distill-Qwen-1.5B, Q4_K_M (1.1 GB).
-pub const DEFAULT_MODEL: &str =
-    "hf:unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf";
+/// webr1's catalogue of known models, shared with the demo site (`www/models.json`): its `default` entry is the model
+/// used when none is named (DeepSeek-R1-Distill-Qwen-1.5B, Q4_K_M, 1.1 GB).
+const CATALOGUE: &str = include_str!("../../www/models.json");
+
+/// The URL of the catalogue's default model.
+pub fn default_model() -> Result<String> {
+    let bad = |what: &str| err!(Usage, "webr1's model catalogue (www/models.json) is broken: {what}");
+    let catalogue: serde_json::Value = serde_json::from_str(CATALOGUE).map_err(|e| bad(&e.to_string()))?;
+    let id = catalogue["default"].as_str().ok_or_else(|| bad("no default"))?;
+    let models = catalogue["models"].as_array().ok_or_else(|| bad("no models"))?;
+    let model = models.iter().find(|m| m["id"] == id).ok_or_else(|| bad(&format!("no model {id}")))?;
+    model["url"].as_str().map(str::to_string).ok_or_else(|| bad(&format!("{id} has no url")))
+}
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +65,7 @@ fn hf_source(spec: &str, endpoint: &str) -> Result<Source> {
         err!(
             Usage,
             "'hf:{spec}' is not a Hugging Face file name: write hf:OWNER/REPO/FILE.gguf or hf:OWNER/REPO:QUANT, \
-             e.g. {DEFAULT_MODEL}"
+             e.g. hf:unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF:Q4_K_M"
         )
     };
     let mut parts = spec.splitn(3, '/');
@@ -141,7 +151,15 @@ pub fn cache_relative_path(url: &str) -> Result<PathBuf> {
 
 /// The local file of a MODEL argument (the default model when there is none), downloading it first when needed.
 pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
-    match parse(arg.unwrap_or(DEFAULT_MODEL))? {
+    let default;
+    let arg = match arg {
+        Some(arg) => arg,
+        None => {
+            default = default_model()?;
+            &default
+        }
+    };
+    match parse(arg)? {
         Source::Path(path) => Ok(path),
         Source::Url(url) => fetch(&url),
         Source::HfQuant { owner, repo, quant } => {
@@ -170,6 +188,16 @@ pub fn display_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_model_comes_from_the_catalogue() {
+        let url = default_model().unwrap();
+        assert!(
+            url.starts_with("https://huggingface.co/") && url.ends_with("DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"),
+            "{url}"
+        );
+        assert_eq!(parse(&url).unwrap(), Source::Url(url.clone()));
+    }
 
     /// `owner/repo/path/to/file.gguf` → `https://huggingface.co/owner/repo/resolve/main/path/to/file.gguf`.
     fn hf_url(spec: &str) -> Result<String> {

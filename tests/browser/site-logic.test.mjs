@@ -19,9 +19,9 @@ test('the catalogue: four R1 distills at Q4_K_M on Hugging Face, with sizes and 
     assert.ok(m.sha256 === null || /^[0-9a-f]{64}$/.test(m.sha256), m.id);
     for (const k of ['n_layer', 'n_head_kv', 'head_dim', 'n_vocab', 'context_length']) assert.ok(m.shape[k] > 0, `${m.id}.${k}`);
   }
-  // The CLI's default model (hf: form) names the catalogue's default file.
-  const cliDefault = 'hf:unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf';
-  assert.equal(resolveModelUrl(cliDefault), byId(catalogue.default).url);
+  // The site resolves an hf: name as the CLI does (whose default model is this catalogue's default entry).
+  const hfName = 'hf:unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf';
+  assert.equal(resolveModelUrl(hfName), byId(catalogue.default).url);
 });
 
 test('KV cache and GPU memory: 2 × layers × kv heads × head dim × tokens × element size', () => {
