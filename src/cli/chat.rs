@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use webr1::chat::Message;
-use webr1::engine::{AbortHandle, Engine, Event, FinishReason, Input, Request, Sampling};
+use webr1::engine::{AbortHandle, Engine, Event, FinishReason, Input};
 use webr1::{err, Result};
 
 #[derive(Args)]
@@ -17,32 +17,18 @@ pub struct ChatArgs {
     /// A system message that opens the conversation.
     #[arg(long)]
     system: Option<String>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.6)]
-    temperature: f32,
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Tokens to generate at most per answer.
-    #[arg(long)]
-    max_tokens: Option<usize>,
-    /// Tokens of context to allocate (default: the model's, at most 16384).
-    #[arg(long)]
-    ctx: Option<usize>,
+    #[command(flatten)]
+    generation: super::GenerationArgs,
     /// Do not show the reasoning.
     #[arg(long)]
     hide_reasoning: bool,
-    /// Use only f32 shaders (no shader-f16, no subgroups).
-    #[arg(long)]
-    f32: bool,
 }
 
 const HELP: &str = "commands: /reset (start a new conversation), /exit (or Ctrl-D); Ctrl-C stops an answer";
 
 pub fn run(args: &ChatArgs) -> Result<()> {
     let path = super::model::resolve(args.model.as_deref())?;
-    let mut engine = super::load_engine(&path, super::engine_options(args.f32, args.ctx))?;
+    let mut engine = super::load_engine(&path, args.generation.engine_options())?;
     let interrupts = Interrupts::install(engine.abort_handle())?;
     let tty = std::io::stdout().is_terminal();
     eprintln!("webr1: chatting with {} · {HELP}", super::model::display_name(&path));
@@ -93,15 +79,7 @@ fn answer(
     tty: bool,
     interrupts: &Interrupts,
 ) -> Result<Option<String>> {
-    let mut request = Request::new(Input::Messages(messages.to_vec()));
-    request.sampling = Sampling {
-        temperature: args.temperature,
-        top_k: if args.temperature == 0.0 { 1 } else { 0 },
-        top_p: args.top_p,
-        min_p: 0.0,
-        seed: args.seed,
-    };
-    request.max_tokens = args.max_tokens;
+    let request = args.generation.request(Input::Messages(messages.to_vec()));
     let (mut content, mut dimmed) = (String::new(), false);
     interrupts.generating(true);
     let result = pollster::block_on(async {

@@ -101,6 +101,56 @@ pub(crate) fn open_model(path: &std::path::Path) -> webr1::Result<SplitGguf> {
     webr1::gguf::split::open_files(path).map(|(model, _)| model)
 }
 
+/// How `run` and `chat` generate: sampling, lengths, context and the f32 switch.
+#[derive(clap::Args)]
+pub(crate) struct GenerationArgs {
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// 0 disables top-k.
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens to generate at most per answer (reasoning and answer together).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Tokens of context to allocate (default: the model's, at most 16384).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// After this many reasoning tokens, close the reasoning and answer.
+    #[arg(long)]
+    think_budget: Option<usize>,
+    /// Use only f32 shaders (no shader-f16, no subgroups), as browsers without those features do.
+    #[arg(long)]
+    f32: bool,
+}
+
+impl GenerationArgs {
+    /// A request for `input` with these settings.
+    pub(crate) fn request(&self, input: webr1::engine::Input) -> webr1::engine::Request {
+        let mut request = webr1::engine::Request::new(input);
+        request.sampling = webr1::engine::Sampling {
+            temperature: self.temperature,
+            top_k: if self.temperature == 0.0 { 1 } else { self.top_k },
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed: self.seed,
+        };
+        request.max_tokens = self.max_tokens;
+        request.thinking_budget = self.think_budget;
+        request
+    }
+
+    pub(crate) fn engine_options(&self) -> webr1::engine::EngineOptions {
+        engine_options(self.f32, self.ctx)
+    }
+}
+
 /// The options every command that computes shares: the f32 switch and the context length.
 pub(crate) fn engine_options(force_f32: bool, ctx: Option<usize>) -> webr1::engine::EngineOptions {
     webr1::engine::EngineOptions {

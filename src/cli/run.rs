@@ -5,7 +5,7 @@ use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use webr1::chat::{prompt_starts_in_reasoning, Message};
-use webr1::engine::{Event, Finish, Input, Request, Sampling};
+use webr1::engine::{Event, Finish, Input};
 use webr1::{err, Result};
 
 #[derive(Args)]
@@ -18,27 +18,8 @@ pub struct RunArgs {
     /// A system message before the user's.
     #[arg(long)]
     system: Option<String>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.6)]
-    temperature: f32,
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// 0 disables top-k.
-    #[arg(long, default_value_t = 0)]
-    top_k: u32,
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Tokens to generate at most (reasoning and answer together).
-    #[arg(long)]
-    max_tokens: Option<usize>,
-    /// Tokens of context to allocate (default: the model's, at most 16384).
-    #[arg(long)]
-    ctx: Option<usize>,
-    /// After this many reasoning tokens, close the reasoning and answer.
-    #[arg(long)]
-    think_budget: Option<usize>,
+    #[command(flatten)]
+    generation: super::GenerationArgs,
     /// Use the prompt as given: no chat template, turn markers parsed, BOS as the model's metadata says.
     #[arg(long)]
     raw: bool,
@@ -48,14 +29,11 @@ pub struct RunArgs {
     /// Do not show the reasoning.
     #[arg(long)]
     hide_reasoning: bool,
-    /// Use only f32 shaders (no shader-f16, no subgroups), as browsers without those features do.
-    #[arg(long)]
-    f32: bool,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let path = super::model::resolve(args.model.as_deref())?;
-    let mut engine = super::load_engine(&path, super::engine_options(args.f32, args.ctx))?;
+    let mut engine = super::load_engine(&path, args.generation.engine_options())?;
     pollster::block_on(run_async(args, &mut engine, &path))
 }
 
@@ -68,19 +46,7 @@ async fn run_async(args: &RunArgs, engine: &mut webr1::engine::Engine, path: &Pa
         messages.push(Message::user(&args.prompt));
         Input::Messages(messages)
     };
-    let request = Request {
-        input,
-        sampling: Sampling {
-            temperature: args.temperature,
-            top_k: if args.temperature == 0.0 { 1 } else { args.top_k },
-            top_p: args.top_p,
-            min_p: args.min_p,
-            seed: args.seed,
-        },
-        max_tokens: args.max_tokens,
-        thinking_budget: args.think_budget,
-        stop: Vec::new(),
-    };
+    let request = args.generation.request(input);
     let mut out = Output::new(args.hide_reasoning, args.json);
     let mut generation = engine.generate(request)?;
     while let Some(event) = generation.next().await {
