@@ -116,8 +116,9 @@ fn answer(
     println!();
     let finish = result?;
     let u = &finish.usage;
-    eprintln!(
-        "webr1: prefill {} new tokens ({} of {} cached) at {:.1} tok/s · {} generated at {:.1} tok/s · {}",
+    // One write, so that a reader of the terminal never sees half of the line.
+    let line = format!(
+        "webr1: prefill {} new tokens ({} of {} cached) at {:.1} tok/s · {} generated at {:.1} tok/s · {}\n",
         u.prompt_tokens - u.cached_tokens,
         u.cached_tokens,
         u.prompt_tokens,
@@ -126,6 +127,7 @@ fn answer(
         u.decode_tokens_per_second,
         finish.reason.as_str()
     );
+    let _ = std::io::stderr().write_all(line.as_bytes());
     if finish.reason == FinishReason::Abort {
         eprintln!("webr1: (stopped; this turn is left out of the conversation)");
         return Ok(None);

@@ -45,7 +45,7 @@ def read_until(pattern, timeout):
 
 
 PROMPT = r"\n> "
-PREFILL = r"prefill (\d+) new tokens \((\d+) of (\d+) cached\)[^\n]*· (\w+)"
+PREFILL = r"prefill (\d+) new tokens \((\d+) of (\d+) cached\)[^\n]*· (\w+)(?=\r?\n)"  # the whole line
 turns = []
 read_until(PROMPT, 900)
 for text in ["What is the capital of France?", "And of Germany?"]:
