@@ -307,7 +307,7 @@ test('chat: load by URL, streamed reasoning then answer, Stop (Esc), more turns,
   // What a 135M model says in 5 tokens may be only white space, or it may end at once; that it generated and finished
   // on its own (end of generation or the token limit, not Stop) is the point.
   const thirdStats = await third.locator('.stats').textContent();
-  assert.match(thirdStats, /^(Hit the token limit · )?[1-9]\d* tokens/, thirdStats);
+  assert.match(thirdStats, /^(Hit the token limit · )?\d+ tokens/, thirdStats); // not "Stopped"
   assert.equal(await page.locator('.msg.user').count(), 3);
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'prompt', 'focus returns to the message box');
 
