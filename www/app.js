@@ -3,7 +3,7 @@
 
 import { loadCatalogue, formatBytes, gpuBytesNeeded, resolveModelUrl, byUrl } from './models.js';
 import { explainError, explainNoWebGpu } from './errors.js';
-import { Conversation, formatRate } from './chat.js';
+import { Conversation, formatRate, h } from './chat.js';
 import { bindSettings } from './settings.js';
 
 const $ = (id) => document.getElementById(id);
@@ -49,18 +49,6 @@ const state = {
 };
 
 const conversation = new Conversation(ui.messages, $('main'));
-
-function h(tag, props = {}, children = []) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c);
-  return e;
-}
 
 // ---------------------------------------------------------------- views
 

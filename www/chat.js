@@ -9,7 +9,8 @@ export function formatRate(rate) {
   return rate < 100 ? rate.toFixed(1) : rate.toFixed(0);
 }
 
-function h(tag, props = {}, children = []) {
+/** A DOM element with properties (class, text, on* listeners, attributes) and children. */
+export function h(tag, props = {}, children = []) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
     if (k === 'class') e.className = v;
