@@ -175,7 +175,7 @@ pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
 fn fetch(url: &str) -> Result<PathBuf> {
     let dest = cache_dir()?.join(cache_relative_path(url)?);
     if !dest.exists() {
-        super::download::download(url, &dest)?;
+        super::download::download(url, &dest, None)?;
     }
     Ok(dest)
 }
