@@ -10,7 +10,7 @@
 //! | `io.write` | writing a file failed (the download cache, standard output) |
 //! | `download.failed` | a model URL could not be fetched or its transfer broke off: a network error, an unreachable Hugging Face listing, a missing part of a split model (the message names the URL and how to pass a local file instead) |
 //! | `download.http` | the server of a model URL answered with an HTTP error status, or ignored a Range request when resuming |
-//! | `download.verify` | a downloaded model's size differs from what the server announced, or the file changed between requests |
+//! | `download.verify` | a downloaded model's size differs from what the server announced, its sha256 differs from the one known for it (webr1's catalogue, or a server's `X-Linked-Etag` / `ETag` of 64 hex digits, as Hugging Face sends; the download is then deleted), or the file changed between requests |
 //! | `download.interrupted` | a download broke off and could not be resumed (webr1 resumes a few times with Range requests first) |
 //! | `server.bind` | `webr1 serve` or `webr1 web` cannot listen on the address asked for |
 //! | `gguf.bad_magic` | the bytes do not start with `GGUF` |

@@ -3,6 +3,7 @@
 //! `$HF_ENDPOINT` replaces `https://huggingface.co`, as in Hugging Face's own tools). A URL is downloaded once into the cache (`$WEBR1_CACHE`, else the platform's cache directory) and the
 //! cached file is used from then on; see [`super::download`].
 
+use super::download::{parse_sha256, Expected};
 use std::path::{Path, PathBuf};
 use webr1::{err, Result};
 
@@ -10,14 +11,40 @@ use webr1::{err, Result};
 /// used when none is named (DeepSeek-R1-Distill-Qwen-1.5B, Q4_K_M, 1.1 GB).
 const CATALOGUE: &str = include_str!("../../www/models.json");
 
+fn broken_catalogue(what: &str) -> webr1::Error {
+    err!(Usage, "webr1's model catalogue (www/models.json) is broken: {what}")
+}
+
+/// The catalogue's models.
+fn catalogue_models(catalogue: &str) -> Result<(serde_json::Value, Vec<serde_json::Value>)> {
+    let mut catalogue: serde_json::Value =
+        serde_json::from_str(catalogue).map_err(|e| broken_catalogue(&e.to_string()))?;
+    let models = catalogue["models"].take();
+    let models = models.as_array().ok_or_else(|| broken_catalogue("no models"))?.clone();
+    Ok((catalogue, models))
+}
+
 /// The URL of the catalogue's default model.
 pub fn default_model() -> Result<String> {
-    let bad = |what: &str| err!(Usage, "webr1's model catalogue (www/models.json) is broken: {what}");
-    let catalogue: serde_json::Value = serde_json::from_str(CATALOGUE).map_err(|e| bad(&e.to_string()))?;
-    let id = catalogue["default"].as_str().ok_or_else(|| bad("no default"))?;
-    let models = catalogue["models"].as_array().ok_or_else(|| bad("no models"))?;
-    let model = models.iter().find(|m| m["id"] == id).ok_or_else(|| bad(&format!("no model {id}")))?;
-    model["url"].as_str().map(str::to_string).ok_or_else(|| bad(&format!("{id} has no url")))
+    let (catalogue, models) = catalogue_models(CATALOGUE)?;
+    let id = catalogue["default"].as_str().ok_or_else(|| broken_catalogue("no default"))?;
+    let model = models.iter().find(|m| m["id"] == id).ok_or_else(|| broken_catalogue(&format!("no model {id}")))?;
+    model["url"].as_str().map(str::to_string).ok_or_else(|| broken_catalogue(&format!("{id} has no url")))
+}
+
+/// The sha256 that a catalogue gives for the file at `url`: none when no entry has that URL or its `sha256` is null.
+fn catalogue_sha256(catalogue: &str, url: &str) -> Result<Option<Expected>> {
+    let (_, models) = catalogue_models(catalogue)?;
+    let Some(model) = models.iter().find(|m| m["url"] == url) else { return Ok(None) };
+    match &model["sha256"] {
+        serde_json::Value::Null => Ok(None),
+        value => {
+            let digest = value.as_str().and_then(parse_sha256);
+            let id = model["id"].as_str().unwrap_or(url);
+            let digest = digest.ok_or_else(|| broken_catalogue(&format!("{id}'s sha256 is not 64 hex digits")))?;
+            Ok(Some(Expected { digest, source: "webr1's catalogue (www/models.json)".into() }))
+        }
+    }
 }
 
 /// Where a model comes from.
@@ -171,11 +198,12 @@ pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
     }
 }
 
-/// The cached file of a URL, downloaded first when it is not there.
+/// The cached file of a URL, downloaded first when it is not there (and checked against the catalogue's sha256 for
+/// that URL, when it gives one).
 fn fetch(url: &str) -> Result<PathBuf> {
     let dest = cache_dir()?.join(cache_relative_path(url)?);
     if !dest.exists() {
-        super::download::download(url, &dest)?;
+        super::download::download(url, &dest, catalogue_sha256(CATALOGUE, url)?)?;
     }
     Ok(dest)
 }
@@ -197,6 +225,33 @@ mod tests {
             "{url}"
         );
         assert_eq!(parse(&url).unwrap(), Source::Url(url.clone()));
+    }
+
+    #[test]
+    fn the_catalogue_gives_a_sha256_for_its_urls_when_it_knows_one() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let catalogue = format!(
+            r#"{{"default": "a", "models": [
+                {{"id": "a", "url": "https://h/a.gguf", "sha256": null}},
+                {{"id": "b", "url": "https://h/b.gguf", "sha256": "{abc}"}},
+                {{"id": "c", "url": "https://h/c.gguf", "sha256": "not hex"}},
+                {{"id": "d", "url": "https://h/d.gguf", "sha256": 12}}
+            ]}}"#
+        );
+        assert_eq!(catalogue_sha256(&catalogue, "https://h/a.gguf").unwrap(), None);
+        assert_eq!(catalogue_sha256(&catalogue, "https://h/elsewhere.gguf").unwrap(), None);
+        let b = catalogue_sha256(&catalogue, "https://h/b.gguf").unwrap().unwrap();
+        assert_eq!(super::super::download::sha256_hex(&b.digest), abc);
+        assert!(b.source.contains("catalogue"), "{}", b.source);
+        for url in ["https://h/c.gguf", "https://h/d.gguf"] {
+            let e = catalogue_sha256(&catalogue, url).unwrap_err();
+            assert!(e.message.contains("sha256 is not 64 hex digits"), "{e}");
+        }
+        // webr1's own catalogue: every entry's sha256 is null or a digest.
+        let (_, models) = catalogue_models(CATALOGUE).unwrap();
+        for model in &models {
+            catalogue_sha256(CATALOGUE, model["url"].as_str().unwrap()).unwrap();
+        }
     }
 
     /// `owner/repo/path/to/file.gguf` → `https://huggingface.co/owner/repo/resolve/main/path/to/file.gguf`.
