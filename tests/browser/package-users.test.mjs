@@ -1,0 +1,71 @@
+// webr1 as its users consume it: the packed package installed into a fresh project (pack.mjs), type-checked by
+// TypeScript users (app/usage.ts must pass `tsc --noEmit`, app/type-errors.ts must fail on each marked line).
+// TypeScript is one of this folder's pinned devDependencies. Without it the tests skip, except under CI=true, where
+// they fail.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { installPacked } from './pack.mjs';
+import { inCi } from './browser.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const APP = path.join(HERE, 'app');
+const TSC = path.join(HERE, 'node_modules/.bin/tsc');
+
+function skipUnless(why) {
+  if (why.length > 0 && inCi) throw new Error(`package user tests cannot run under CI=true: ${why.join('; ')}`);
+  return why.length > 0 ? `SKIP: ${why.join('; ')}` : false;
+}
+
+const noTools = [TSC].filter((f) => !fs.existsSync(f)).map((f) => `no ${path.basename(f)} in tests/browser/node_modules (npm ci there)`);
+const skipTypes = skipUnless(noTools);
+
+let dir;
+let app;
+
+before(() => {
+  if (skipTypes) return;
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webr1-users-'));
+  app = installPacked(dir);
+  for (const f of fs.readdirSync(APP)) fs.copyFileSync(path.join(APP, f), path.join(app, f));
+});
+
+after(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+// Runs a tool in the app's folder; returns its exit status, output and time.
+function run(tool, args) {
+  const started = Date.now();
+  const r = spawnSync(tool, args, { cwd: app, encoding: 'utf8' });
+  if (r.error) throw r.error;
+  return { status: r.status, output: `${r.stdout}${r.stderr}`, ms: Date.now() - started };
+}
+
+test('TypeScript: a usage example type-checks against the installed package (tsc --noEmit, strict)', { skip: skipTypes, timeout: 120_000 }, () => {
+  const installedTypes = path.join(app, 'node_modules/webr1/index.d.ts');
+  assert.ok(fs.existsSync(installedTypes), 'the tarball holds index.d.ts');
+  const r = run(TSC, ['--noEmit', '-p', 'tsconfig.json', '--listFilesOnly']);
+  assert.equal(r.status, 0, r.output);
+  assert.ok(r.output.split('\n').some((f) => path.resolve(app, f.trim()) === installedTypes), `tsc reads the installed index.d.ts:\n${r.output}`);
+  const check = run(TSC, ['--noEmit', '-p', 'tsconfig.json']);
+  assert.equal(check.status, 0, `usage.ts does not type-check:\n${check.output}`);
+  console.log(`tsc --noEmit on usage.ts: ${check.ms} ms (${run(TSC, ['--version']).output.trim()})`);
+});
+
+test('TypeScript: the declarations reject the mistakes a user can make, each on the line that makes it', { skip: skipTypes, timeout: 120_000 }, () => {
+  fs.writeFileSync(path.join(app, 'tsconfig.errors.json'), JSON.stringify({ extends: './tsconfig.json', files: ['type-errors.ts'] }));
+  const source = fs.readFileSync(path.join(app, 'type-errors.ts'), 'utf8').split('\n');
+  const marked = source.flatMap((line, i) => (/^\s*[^/\s].*\/\/ error:/.test(line) ? [i + 1] : []));
+  assert.ok(marked.length >= 5, 'type-errors.ts marks its mistakes');
+  const r = run(TSC, ['--noEmit', '-p', 'tsconfig.errors.json']);
+  assert.notEqual(r.status, 0, `tsc accepted type-errors.ts:\n${r.output}`);
+  const failing = [...new Set([...r.output.matchAll(/^type-errors\.ts\((\d+),\d+\): error TS\d+/gm)].map((m) => Number(m[1])))];
+  assert.deepEqual(failing.sort((a, b) => a - b), marked, `tsc errors on lines ${failing}, type-errors.ts marks ${marked}:\n${r.output}`);
+  assert.doesNotMatch(r.output, /^(?!type-errors\.ts)\S+\(\d+,\d+\): error/m, `tsc found errors outside type-errors.ts:\n${r.output}`);
+});
