@@ -40,11 +40,18 @@ class LocalBackend {
   }
 }
 
+// Starts the engine's worker. The literal `new Worker(new URL('./worker.js', import.meta.url), { type: 'module' })` is
+// the form bundlers recognise: they build worker.js and its imports (the glue and the wasm) into files of their own.
+// Keep it literal; `workerUrl` is for apps that place the worker themselves.
+function startWorker(workerUrl) {
+  if (workerUrl) return new Worker(workerUrl, { type: 'module' });
+  return new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+}
+
 // The engine in a Web Worker, reached by messages.
 class WorkerBackend {
   static async create(model, options, onProgress, signal) {
-    const url = options.workerUrl ?? new URL('./worker.js', import.meta.url);
-    const backend = new WorkerBackend(new Worker(url, { type: 'module' }));
+    const backend = new WorkerBackend(startWorker(options.workerUrl));
     const onAbort = () => backend.worker.postMessage({ type: 'abort-load' });
     signal?.addEventListener('abort', onAbort);
     try {
