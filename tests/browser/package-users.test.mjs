@@ -1,7 +1,8 @@
 // webr1 as its users consume it: the packed package installed into a fresh project (pack.mjs), type-checked by
-// TypeScript users (app/usage.ts must pass `tsc --noEmit`, app/type-errors.ts must fail on each marked line).
-// TypeScript is one of this folder's pinned devDependencies. Without it the tests skip, except under CI=true, where
-// they fail.
+// TypeScript users (app/usage.ts must pass `tsc --noEmit`, app/type-errors.ts must fail on each marked line) and built
+// by Vite users (app/index.html + app/main.js: the built app must find the wasm and the worker and answer in Chromium).
+// TypeScript and Vite are this folder's pinned devDependencies. Without them, Chromium, a built pkg/ or the smol135
+// model the tests skip, except under CI=true, where they fail.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,26 +11,35 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { installPacked } from './pack.mjs';
-import { inCi } from './browser.mjs';
+import { serve, modelsDir } from './server.mjs';
+import { installPacked, PKG } from './pack.mjs';
+import { launch, haveChromium, inCi, CHROMIUM } from './browser.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const APP = path.join(HERE, 'app');
 const TSC = path.join(HERE, 'node_modules/.bin/tsc');
+const VITE = path.join(HERE, 'node_modules/.bin/vite');
+const MODEL = path.join(modelsDir(), 'smol135.gguf');
 
 function skipUnless(why) {
   if (why.length > 0 && inCi) throw new Error(`package user tests cannot run under CI=true: ${why.join('; ')}`);
   return why.length > 0 ? `SKIP: ${why.join('; ')}` : false;
 }
 
-const noTools = [TSC].filter((f) => !fs.existsSync(f)).map((f) => `no ${path.basename(f)} in tests/browser/node_modules (npm ci there)`);
+const noTools = [TSC, VITE].filter((f) => !fs.existsSync(f)).map((f) => `no ${path.basename(f)} in tests/browser/node_modules (npm ci there)`);
 const skipTypes = skipUnless(noTools);
+const skipVite = skipUnless([
+  ...noTools,
+  ...(haveChromium() ? [] : [`no Chromium at ${CHROMIUM} (apt-get install chromium)`]),
+  ...(fs.existsSync(path.join(PKG, 'webr1_bg.wasm')) ? [] : ['pkg/ is not built (scripts/build-web.sh)']),
+  ...(fs.existsSync(MODEL) ? [] : [`no test model ${MODEL} (../shared/scripts/fetch-test-models.sh)`]),
+]);
 
 let dir;
 let app;
 
 before(() => {
-  if (skipTypes) return;
+  if (skipTypes && skipVite) return;
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webr1-users-'));
   app = installPacked(dir);
   for (const f of fs.readdirSync(APP)) fs.copyFileSync(path.join(APP, f), path.join(app, f));
@@ -68,4 +78,42 @@ test('TypeScript: the declarations reject the mistakes a user can make, each on 
   const failing = [...new Set([...r.output.matchAll(/^type-errors\.ts\((\d+),\d+\): error TS\d+/gm)].map((m) => Number(m[1])))];
   assert.deepEqual(failing.sort((a, b) => a - b), marked, `tsc errors on lines ${failing}, type-errors.ts marks ${marked}:\n${r.output}`);
   assert.doesNotMatch(r.output, /^(?!type-errors\.ts)\S+\(\d+,\d+\): error/m, `tsc found errors outside type-errors.ts:\n${r.output}`);
+});
+
+test('Vite: a built app finds the wasm and the worker and answers in Chromium (smol135 by URL, 4 greedy tokens)', { skip: skipVite, timeout: 600_000 }, async () => {
+  const build = run(VITE, ['build']);
+  assert.equal(build.status, 0, `vite build failed:\n${build.output}`);
+  console.log(`vite build: ${build.ms} ms\n${build.output.trim()}`);
+  const dist = path.join(app, 'dist');
+  const assets = fs.readdirSync(path.join(dist, 'assets'));
+  assert.ok(assets.some((f) => f.endsWith('.wasm')), `dist/assets holds the wasm: ${assets}`);
+
+  const server = await serve({ '/': dist });
+  const browser = await launch();
+  try {
+    const p = await browser.newPage();
+    const workers = [];
+    p.on('worker', (w) => workers.push(new URL(w.url()).pathname));
+    p.on('pageerror', (e) => console.error('page error:', e.message));
+    const started = Date.now();
+    await p.goto(`${server.url}/index.html?model=/models/smol135.gguf`);
+    await p.waitForFunction(() => ['done', 'failed'].includes(document.querySelector('#status').textContent), null, { timeout: 540_000, polling: 500 });
+    const out = JSON.parse(await p.textContent('#result'));
+    assert.equal(out.error, undefined, JSON.stringify(out.error));
+    const text = out.choice.message.reasoning_content + out.choice.message.content;
+    console.log(`Vite app answered in ${Date.now() - started} ms: ${JSON.stringify(text)} ${JSON.stringify(out.token_ids)}, decode ${out.usage.decode_tokens_per_second.toFixed(2)} tok/s`);
+    assert.equal(out.architecture, 'llama');
+    assert.equal(out.choice.finish_reason, 'length');
+    assert.equal(out.usage.completion_tokens, 4);
+    assert.equal(out.token_ids.length, 4);
+    assert.ok(text.trim().length > 0, 'the answer has text');
+    // The engine ran in a worker that Vite built, and the wasm came from dist/.
+    const paths = server.log.map((r) => r.path);
+    assert.ok(workers.length === 1 && workers[0].startsWith('/assets/') && fs.existsSync(path.join(dist, workers[0])), `one worker from dist/assets: ${workers}`);
+    assert.ok(paths.some((f) => f.startsWith('/assets/') && f.endsWith('.wasm')), `the wasm was fetched from dist/assets: ${paths}`);
+    await p.close();
+  } finally {
+    await browser.close();
+    await server.close();
+  }
 });
