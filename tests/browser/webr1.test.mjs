@@ -270,6 +270,29 @@ test('a File picked by the user loads without the network', { skip, timeout: 600
   await p.close();
 });
 
+test('wasmUrl places the wasm for apps that move it: a URL object or a page-relative string, in a worker and on the main thread', { skip, timeout: 120_000 }, async () => {
+  const own = await serve({ '/pkg/': PKG, '/moved/': PKG });
+  try {
+    const p = await browser.newPage();
+    await p.goto(`${own.url}/page.html`);
+    const out = await inPage(p, async (webr1) => {
+      const code = (options) => webr1.load('/garbage.gguf', options).then(() => 'no error', (e) => e.code);
+      return [
+        await code({ wasmUrl: new URL('/moved/webr1_bg.wasm', location.href) }),
+        await code({ wasmUrl: 'moved/webr1_bg.wasm' }),
+        await code({ wasmUrl: 'moved/webr1_bg.wasm', worker: false }),
+      ];
+    });
+    // Each load reached the GGUF parser, so the wasm ran; all three fetched it from /moved/.
+    assert.deepEqual(out, ['gguf.bad_magic', 'gguf.bad_magic', 'gguf.bad_magic']);
+    const wasm = own.log.filter((r) => r.path.endsWith('.wasm')).map((r) => r.path);
+    assert.deepEqual(wasm, ['/moved/webr1_bg.wasm', '/moved/webr1_bg.wasm', '/moved/webr1_bg.wasm']);
+    await p.close();
+  } finally {
+    await own.close();
+  }
+});
+
 test('npm pack: the tarball installs into a fresh project and imports from a page', { skip, timeout: 300_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webr1-pack-'));
   try {
