@@ -50,9 +50,9 @@ export interface LoadOptions {
   cache?: boolean;
   /** Use the f32 kernels even where the GPU offers shader-f16 and subgroups. */
   forceF32?: boolean;
-  /** Where webr1_bg.wasm is, when a bundler moved it. */
+  /** Where webr1_bg.wasm is, when the app or a bundler moved it (relative to the page). */
   wasmUrl?: string | URL;
-  /** Where worker.js is, when a bundler moved it. */
+  /** Where worker.js is, when the app or a bundler moved it (relative to the page). */
   workerUrl?: string | URL;
 }
 

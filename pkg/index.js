@@ -40,11 +40,18 @@ class LocalBackend {
   }
 }
 
+// Starts the engine's worker. The literal `new Worker(new URL('./worker.js', import.meta.url), { type: 'module' })` is
+// the form bundlers recognise: they build worker.js and its imports (the glue and the wasm) into files of their own.
+// Keep it literal; `workerUrl` is for apps that place the worker themselves.
+function startWorker(workerUrl) {
+  if (workerUrl) return new Worker(workerUrl, { type: 'module' });
+  return new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+}
+
 // The engine in a Web Worker, reached by messages.
 class WorkerBackend {
   static async create(model, options, onProgress, signal) {
-    const url = options.workerUrl ?? new URL('./worker.js', import.meta.url);
-    const backend = new WorkerBackend(new Worker(url, { type: 'module' }));
+    const backend = new WorkerBackend(startWorker(options.workerUrl));
     const onAbort = () => backend.worker.postMessage({ type: 'abort-load' });
     signal?.addEventListener('abort', onAbort);
     try {
@@ -115,6 +122,8 @@ export async function load(model, options = {}) {
   const { onProgress, signal, worker = true, ...rest } = options ?? {};
   if (signal?.aborted) throw webr1Error('aborted', 'the load was aborted');
   if (typeof model === 'string' || model instanceof URL) model = new URL(String(model), globalThis.location?.href).href;
+  // Relative to the page wherever the engine runs, and a string (a URL object cannot be posted to the worker).
+  if (rest.wasmUrl != null) rest.wasmUrl = new URL(String(rest.wasmUrl), globalThis.location?.href).href;
   const inWorker = worker && typeof Worker !== 'undefined';
   const create = inWorker ? WorkerBackend.create.bind(WorkerBackend) : LocalBackend.create.bind(LocalBackend);
   const backend = await create(model, rest, onProgress, signal);
