@@ -1,8 +1,8 @@
 #include "common.wgsl"
 // Raw GGML blocks read straight from a storage buffer and dequantised in registers (DESIGN.md decision 1): one
-// `dequant_<type>` per GGML type webr1 supports, and the byte-offset loads they share. Block layouts follow ggml's
-// `ggml-common.h` (webr1's `src/quant/blocks.rs`), the arithmetic follows `ggml-quants.c` (`src/quant/{legacy,
-// kquants}.rs`) operation for operation, in f32, in the same order.
+// `dequant_<type>` per GGML type webr1 supports (Q4_K and Q5_K share `dequant_k_nibbles`), and the byte-offset loads
+// they share. Block layouts follow ggml's `ggml-common.h` (webr1's `src/quant/blocks.rs`), the arithmetic follows
+// `ggml-quants.c` (`src/quant/{legacy, kquants}.rs`) operation for operation, in f32, in the same order.
 //
 // The including shader declares the weight buffer under the fixed name `w` (core WGSL cannot pass storage pointers):
 //
@@ -396,7 +396,7 @@ fn dequant_q3_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
 // SPAN of 64. Blocks are 16-byte aligned.
 
 #ifdef TYPE_Q4_K
-#define DEQUANT dequant_q4_k
+#define DEQUANT dequant_k_nibbles
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 144u
 #define PARTS 8u
@@ -405,7 +405,7 @@ fn dequant_q3_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
 #define K_NIBBLE_PARTS
 #endif
 #ifdef TYPE_Q5_K
-#define DEQUANT dequant_q5_k
+#define DEQUANT dequant_k_nibbles
 #define BLOCK_SIZE 256u
 #define BLOCK_BYTES 176u
 #define PARTS 8u
@@ -439,44 +439,33 @@ fn k4_scales(dd: vec2<f32>, s: vec3<u32>, j: u32) -> vec2<f32> {
 }
 #endif
 
-#ifdef TYPE_Q4_K
+#ifdef K_NIBBLE_PARTS
 // block_q4_K { d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128] }: y = d * sc * q - dmin * m.
-fn dequant_q4_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
-    let j = part >> 1u;
-    let i = block >> 2u;
-    let dd = unpack2x16float(w[i]);
-    let s = vec3<u32>(w[i + 1u], w[i + 2u], w[i + 3u]);
-    let lo = k4_scales(dd, s, 2u * j);
-    let hi = k4_scales(dd, s, 2u * j + 1u);
-    let qi = i + 4u + 8u * j + 4u * (part & 1u); // qs at byte 16
-    var out: array<vec4<f32>, 8>;
-    for (var c = 0u; c < 4u; c++) {
-        let q = w[qi + c];
-        out[c] = lo.x * vec4<f32>(low_nibbles(q)) - lo.y;
-        out[c + 4u] = hi.x * vec4<f32>(high_nibbles(q)) - hi.y;
-    }
-    return out;
-}
-#endif
-
-#ifdef TYPE_Q5_K
 // block_q5_K { d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128] }: Q4_K plus 16 for each weight
 // whose bit in qh[l] is set (bit 2j for the low nibbles of pass j, bit 2j + 1 for the high nibbles).
-fn dequant_q5_k(block: u32, part: u32) -> array<vec4<f32>, 8> {
+fn dequant_k_nibbles(block: u32, part: u32) -> array<vec4<f32>, 8> {
     let j = part >> 1u;
     let i = block >> 2u;
     let dd = unpack2x16float(w[i]);
     let s = vec3<u32>(w[i + 1u], w[i + 2u], w[i + 3u]);
     let lo = k4_scales(dd, s, 2u * j);
     let hi = k4_scales(dd, s, 2u * j + 1u);
-    let hi_ = i + 4u + 4u * (part & 1u); // qh at byte 16
+#ifdef TYPE_Q5_K
+    let qhi = i + 4u + 4u * (part & 1u); // qh at byte 16
     let qi = i + 12u + 8u * j + 4u * (part & 1u); // qs at byte 48
+#else
+    let qi = i + 4u + 8u * j + 4u * (part & 1u); // qs at byte 16
+#endif
     var out: array<vec4<f32>, 8>;
     for (var c = 0u; c < 4u; c++) {
         let q = w[qi + c];
-        let qh = w[hi_ + c];
-        let q_lo = low_nibbles(q) | (byte_bits(qh, 2u * j) << vec4<u32>(4u));
-        let q_hi = high_nibbles(q) | (byte_bits(qh, 2u * j + 1u) << vec4<u32>(4u));
+        var q_lo = low_nibbles(q);
+        var q_hi = high_nibbles(q);
+#ifdef TYPE_Q5_K
+        let qh = w[qhi + c];
+        q_lo |= byte_bits(qh, 2u * j) << vec4<u32>(4u);
+        q_hi |= byte_bits(qh, 2u * j + 1u) << vec4<u32>(4u);
+#endif
         out[c] = lo.x * vec4<f32>(q_lo) - lo.y;
         out[c + 4u] = hi.x * vec4<f32>(q_hi) - hi.y;
     }
