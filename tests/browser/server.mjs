@@ -6,7 +6,14 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html', '.json': 'application/json' };
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+};
 
 export function modelsDir() {
   return process.env.WEBR1_MODELS || path.join(process.env.HOME || '', '.cache/webr1-test-models');
@@ -45,7 +52,11 @@ export function serve(roots) {
       res.writeHead(404);
       return res.end('not found');
     }
-    sendFile(req, res, file, { flaky: flaky && !flakyDone.has(url.pathname), entry, served });
+    const onData = (n) => {
+      entry.bytes = (entry.bytes ?? 0) + n;
+      served.set(entry.path, (served.get(entry.path) ?? 0) + n);
+    };
+    sendFile(req, res, file, { flaky: flaky && !flakyDone.has(url.pathname), onData });
     if (flaky) flakyDone.add(url.pathname);
   });
   return new Promise((resolve) => {
@@ -56,12 +67,15 @@ export function serve(roots) {
   });
 }
 
-function sendFile(req, res, file, { flaky, entry, served }) {
+// Sends `file`, or the byte range the request asks for (206, or 416 past the end), with the content type of its
+// extension and `headers` on top. `onData(n)` hears of every chunk sent. A `flaky` transfer stops at the middle of
+// the file and drops the connection.
+export function sendFile(req, res, file, { headers = {}, flaky = false, onData = () => {} } = {}) {
   const size = fs.statSync(file).size;
   let start = 0;
   let end = size - 1;
   const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-  const headers = { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' };
+  const all = { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store', ...headers };
   if (range) {
     start = Number(range[1]);
     end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
@@ -69,18 +83,14 @@ function sendFile(req, res, file, { flaky, entry, served }) {
       res.writeHead(416, { 'Content-Range': `bytes */${size}` });
       return res.end();
     }
-    res.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${size}`, 'Content-Length': end - start + 1 });
+    res.writeHead(206, { ...all, 'Content-Range': `bytes ${start}-${end}/${size}`, 'Content-Length': end - start + 1 });
   } else {
-    res.writeHead(200, { ...headers, 'Content-Length': size });
+    res.writeHead(200, { ...all, 'Content-Length': size });
   }
-  if (req.method === 'HEAD') return res.end();
-  // A flaky transfer stops at the middle of the file and drops the connection.
+  if (req.method === 'HEAD' || size === 0) return res.end();
   const stop = flaky ? Math.floor(size / 2) : end;
   const stream = fs.createReadStream(file, { start, end: Math.max(start, stop) });
-  stream.on('data', (chunk) => {
-    entry.bytes = (entry.bytes ?? 0) + chunk.length;
-    served.set(entry.path, (served.get(entry.path) ?? 0) + chunk.length);
-  });
+  stream.on('data', (chunk) => onData(chunk.length));
   stream.on('end', () => (flaky ? res.destroy() : res.end()));
   stream.pipe(res, { end: false });
   res.on('close', () => stream.destroy());

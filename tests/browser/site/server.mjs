@@ -4,15 +4,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-
-const TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
-  '.wasm': 'application/wasm',
-};
+import { sendFile } from '../server.mjs';
 
 // `www`, `pkg`: directories; `models`: {NAME: path}. Resolves to {url, log, close}.
 export function serveSite({ www, pkg, models = {} }) {
@@ -31,7 +23,7 @@ export function serveSite({ www, pkg, models = {} }) {
       res.writeHead(404, { 'Content-Type': 'text/plain' });
       return res.end('not found');
     }
-    sendFile(req, res, file);
+    sendFile(req, res, file, { headers: SITE_HEADERS });
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {
@@ -42,28 +34,9 @@ export function serveSite({ www, pkg, models = {} }) {
   });
 }
 
-function sendFile(req, res, file) {
-  const size = fs.statSync(file).size;
-  const headers = {
-    'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-    'Accept-Ranges': 'bytes',
-    'Cache-Control': 'no-cache',
-    // As `webr1 web` sends them.
-    'Cross-Origin-Opener-Policy': 'same-origin',
-    'Cross-Origin-Embedder-Policy': 'require-corp',
-  };
-  let start = 0;
-  let end = size - 1;
-  const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-  if (range) {
-    start = Number(range[1]);
-    end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
-    if (start >= size) {
-      res.writeHead(416, { 'Content-Range': `bytes */${size}` });
-      return res.end();
-    }
-    res.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${size}`, 'Content-Length': end - start + 1 });
-  } else res.writeHead(200, { ...headers, 'Content-Length': size });
-  if (req.method === 'HEAD' || size === 0) return res.end();
-  fs.createReadStream(file, { start, end }).pipe(res);
-}
+// As `webr1 web` sends them.
+const SITE_HEADERS = {
+  'Cache-Control': 'no-cache',
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+};
