@@ -248,6 +248,15 @@ fn host_dir(cache: &Path, addr: &str) -> PathBuf {
     cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap()))
 }
 
+/// Asserts that a run succeeded, said it verified `digest`, and left `file` under `dest`; returns its stderr.
+fn assert_verified(out: &Output, digest: &str, dest: &Path, file: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("sha256 {digest} verified")), "{stderr}");
+    assert_eq!(std::fs::read(dest).unwrap(), file);
+    stderr
+}
+
 /// Asserts that a run failed with `download.verify` in one line naming the URL and both digests, leaving no file
 /// under the final name and no `.part` file; returns that line.
 fn assert_verify_failure(out: &Output, url: &str, want: &str, got: &str, dest: &Path) -> String {
@@ -273,11 +282,8 @@ fn a_download_whose_server_offers_its_sha256_as_etag_verifies_and_lands() {
     let (addr, _) = serve_with(file.clone(), Mode::Honest, format!("ETag: \"{digest}\"\r\n"));
     let cache = cache_dir("sha-ok");
     let out = info(&format!("http://{addr}/m.gguf"), &cache);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("sha256 {digest} verified")), "{stderr}");
+    let stderr = assert_verified(&out, &digest, &host_dir(&cache, &addr).join("m.gguf"), &file);
     assert!(!stderr.contains("already downloaded"), "hashed as it arrived, never read back: {stderr}");
-    assert_eq!(std::fs::read(host_dir(&cache, &addr).join("m.gguf")).unwrap(), file);
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -318,12 +324,9 @@ fn a_download_resumed_after_a_dropped_connection_verifies_the_whole_files_sha256
     let (addr, seen) = serve_with(file.clone(), Mode::DropHalfwayOnce, format!("ETag: \"{digest}\"\r\n"));
     let cache = cache_dir("sha-resume");
     let out = info(&format!("http://{addr}/m.gguf"), &cache);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("sha256 {digest} verified")), "{stderr}");
+    let stderr = assert_verified(&out, &digest, &host_dir(&cache, &addr).join("m.gguf"), &file);
     assert!(!stderr.contains("already downloaded"), "the first half was hashed as it arrived: {stderr}");
     assert_eq!(seen.lock().unwrap().clone(), vec![None, Some(format!("bytes={}-", file.len() / 2))]);
-    assert_eq!(std::fs::read(host_dir(&cache, &addr).join("m.gguf")).unwrap(), file);
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -339,13 +342,9 @@ fn the_part_file_an_earlier_run_left_is_hashed_from_disk() {
 
     // A sound prefix: only the rest is fetched, and the whole file verifies.
     std::fs::write(dir.join("m.gguf.part"), &file[..1_000_000]).unwrap();
-    let out = info(&url, &cache);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = assert_verified(&info(&url, &cache), &digest, &dir.join("m.gguf"), &file);
     assert!(stderr.contains("reading the 1000000 bytes already downloaded"), "{stderr}");
-    assert!(stderr.contains(&format!("sha256 {digest} verified")), "{stderr}");
     assert_eq!(seen.lock().unwrap().clone(), vec![Some("bytes=1000000-".to_string())]);
-    assert_eq!(std::fs::read(dir.join("m.gguf")).unwrap(), file);
 
     // A prefix with one byte wrong (the server's bytes after it are right): the digest catches it, and the .part
     // file is deleted so that the next run starts clean and succeeds.
@@ -412,10 +411,8 @@ fn a_hugging_face_redirect_announces_the_sha256_in_x_linked_etag() {
 
     let (addr, seen) = serve_like_hugging_face(file.clone(), digest.clone());
     let cache = cache_dir("sha-hf");
-    let out = run(&addr, &cache);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("sha256 {digest} verified")), "{stderr}");
+    let dest = host_dir(&cache, &addr).join("org/R1-GGUF/resolve/main/m.gguf");
+    assert_verified(&run(&addr, &cache), &digest, &dest, &file);
     let resolve = "/org/R1-GGUF/resolve/main/m.gguf".to_string();
     let cdn = "/cdn/xyz/m.gguf?sig=1".to_string();
     let half = Some(format!("bytes={}-", file.len() / 2));
@@ -424,8 +421,6 @@ fn a_hugging_face_redirect_announces_the_sha256_in_x_linked_etag() {
         vec![(resolve.clone(), None), (cdn.clone(), None), (resolve, half.clone()), (cdn, half)],
         "each attempt goes through the redirect, the Range header with it"
     );
-    let dest = host_dir(&cache, &addr).join("org/R1-GGUF/resolve/main/m.gguf");
-    assert_eq!(std::fs::read(&dest).unwrap(), file);
     std::fs::remove_dir_all(&cache).ok();
 
     let wrong = sha256_hex(b"another file");

@@ -19,9 +19,10 @@ fn broken_catalogue(what: &str) -> webr1::Error {
 fn catalogue_models(catalogue: &str) -> Result<(serde_json::Value, Vec<serde_json::Value>)> {
     let mut catalogue: serde_json::Value =
         serde_json::from_str(catalogue).map_err(|e| broken_catalogue(&e.to_string()))?;
-    let models = catalogue["models"].take();
-    let models = models.as_array().ok_or_else(|| broken_catalogue("no models"))?.clone();
-    Ok((catalogue, models))
+    match catalogue.get_mut("models").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(models)) => Ok((catalogue, models)),
+        _ => Err(broken_catalogue("no models")),
+    }
 }
 
 /// The URL of the catalogue's default model.
