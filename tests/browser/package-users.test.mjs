@@ -11,15 +11,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { serve, modelsDir } from './server.mjs';
-import { installPacked, PKG } from './pack.mjs';
-import { launch, haveChromium, inCi, CHROMIUM } from './browser.mjs';
+import { serve } from './server.mjs';
+import { installPacked } from './pack.mjs';
+import { launch, inCi, missing } from './browser.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const APP = path.join(HERE, 'app');
 const TSC = path.join(HERE, 'node_modules/.bin/tsc');
 const VITE = path.join(HERE, 'node_modules/.bin/vite');
-const MODEL = path.join(modelsDir(), 'smol135.gguf');
 
 function skipUnless(why) {
   if (why.length > 0 && inCi) throw new Error(`package user tests cannot run under CI=true: ${why.join('; ')}`);
@@ -30,9 +29,7 @@ const noTools = [TSC, VITE].filter((f) => !fs.existsSync(f)).map((f) => `no ${pa
 const skipTypes = skipUnless(noTools);
 const skipVite = skipUnless([
   ...noTools,
-  ...(haveChromium() ? [] : [`no Chromium at ${CHROMIUM} (apt-get install chromium)`]),
-  ...(fs.existsSync(path.join(PKG, 'webr1_bg.wasm')) ? [] : ['pkg/ is not built (scripts/build-web.sh)']),
-  ...(fs.existsSync(MODEL) ? [] : [`no test model ${MODEL} (../shared/scripts/fetch-test-models.sh)`]),
+  ...missing(['smol135']),
 ]);
 
 let dir;

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { serve, modelsDir } from './server.mjs';
 import { PKG } from './pack.mjs';
-import { launch, haveChromium, inCi, CHROMIUM } from './browser.mjs';
+import { launch, inCi, missing, missingModel } from './browser.mjs';
 
 const MiB = 1 << 20;
 const HEAP_LIMIT = 128 * MiB;
@@ -22,17 +22,14 @@ const MODELS = [
   { name: 'qwen15', neededInCi: false },
 ];
 
-const why = [];
-if (!haveChromium()) why.push(`no Chromium at ${CHROMIUM} (apt-get install chromium)`);
-if (!fs.existsSync(path.join(PKG, 'webr1_bg.wasm'))) why.push('pkg/ is not built (scripts/build-web.sh)');
+const why = missing();
 if (why.length > 0 && inCi) throw new Error(`the wasm heap tests cannot run under CI=true: ${why.join('; ')}`);
 
 // Why a model's test skips (false when it runs).
 function skipFor({ name, neededInCi }) {
   if (why.length > 0) return why.join('; ');
-  const file = path.join(modelsDir(), `${name}.gguf`);
-  if (fs.existsSync(file)) return false;
-  const message = `no test model ${file} (../shared/scripts/fetch-test-models.sh ${modelsDir()} ${name})`;
+  const message = missingModel(name);
+  if (!message) return false;
   if (inCi && neededInCi) throw new Error(`the wasm heap tests need ${name} under CI=true: ${message}`);
   console.log(`==================== SKIP ${name}: ${message}`);
   return message;
@@ -91,7 +88,7 @@ for (const model of MODELS) {
 }
 
 const both = MODELS.filter((m) => m.name === 'qwen05' || m.name === 'qwen15');
-const skipPair = why.length > 0 ? why.join('; ') : both.some((m) => !fs.existsSync(path.join(modelsDir(), `${m.name}.gguf`))) && 'it needs both qwen05 and qwen15';
+const skipPair = why.length > 0 ? why.join('; ') : both.some((m) => missingModel(m.name)) && 'it needs both qwen05 and qwen15';
 test('the wasm heap peaks of qwen15 and qwen05 (same vocabulary, 2.3× the weights) are within 16 MiB', { skip: skipPair, timeout: 10_000 }, () => {
   const [small, large] = [peaks.get('qwen05'), peaks.get('qwen15')];
   assert.ok(small && large, 'both models loaded above');

@@ -9,20 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { serve, modelsDir } from './server.mjs';
 import { installPacked, ROOT, PKG } from './pack.mjs';
-import { launch, haveChromium, inCi, CHROMIUM } from './browser.mjs';
+import { launch, inCi, missing, missingModel } from './browser.mjs';
 
 const MODEL = path.join(modelsDir(), 'smol135.gguf');
-const QWEN05 = path.join(modelsDir(), 'qwen05.gguf');
 
-function missing() {
-  const why = [];
-  if (!haveChromium()) why.push(`no Chromium at ${CHROMIUM} (apt-get install chromium)`);
-  if (!fs.existsSync(path.join(PKG, 'webr1_bg.wasm'))) why.push('pkg/ is not built (scripts/build-web.sh)');
-  if (!fs.existsSync(MODEL)) why.push(`no test model ${MODEL} (../shared/scripts/fetch-test-models.sh)`);
-  return why;
-}
-
-const why = missing();
+const why = missing(['smol135']);
 if (why.length > 0 && inCi) throw new Error(`browser tests cannot run under CI=true: ${why.join('; ')}`);
 const skip = why.length > 0 ? `SKIP: ${why.join('; ')}` : false;
 
@@ -113,8 +104,9 @@ test('greedy tokens in the browser equal the f32 reference (smol135 by URL, in a
 
 // qwen05 is 5× smol135's weights with a 3× larger vocabulary; CI has it, and one prompt with 3 tokens takes about
 // a minute on SwiftShader.
-const qwen05Skip = skip || (fs.existsSync(QWEN05) ? false : `SKIP: no test model ${QWEN05}`);
-if (qwen05Skip && !skip && inCi) throw new Error(`browser tests cannot run under CI=true: no test model ${QWEN05}`);
+const noQwen05 = missingModel('qwen05');
+if (!skip && noQwen05 && inCi) throw new Error(`browser tests cannot run under CI=true: ${noQwen05}`);
+const qwen05Skip = skip || (noQwen05 ? `SKIP: ${noQwen05}` : false);
 
 test('greedy tokens in the browser equal the f32 reference (qwen05 by URL, in a worker)', { skip: qwen05Skip, timeout: 600_000 }, async () => {
   const [c] = reference('qwen05');
