@@ -121,9 +121,10 @@ class WorkerBackend {
 export async function load(model, options = {}) {
   const { onProgress, signal, worker = true, ...rest } = options ?? {};
   if (signal?.aborted) throw webr1Error('aborted', 'the load was aborted');
-  if (typeof model === 'string' || model instanceof URL) model = new URL(String(model), globalThis.location?.href).href;
-  // Relative to the page wherever the engine runs, and a string (a URL object cannot be posted to the worker).
-  if (rest.wasmUrl != null) rest.wasmUrl = new URL(String(rest.wasmUrl), globalThis.location?.href).href;
+  // URLs are relative to the page wherever the engine runs, and strings (a URL object cannot be posted to the worker).
+  const fromPage = (url) => new URL(String(url), globalThis.location?.href).href;
+  if (typeof model === 'string' || model instanceof URL) model = fromPage(model);
+  if (rest.wasmUrl != null) rest.wasmUrl = fromPage(rest.wasmUrl);
   const inWorker = worker && typeof Worker !== 'undefined';
   const create = inWorker ? WorkerBackend.create.bind(WorkerBackend) : LocalBackend.create.bind(LocalBackend);
   const backend = await create(model, rest, onProgress, signal);
