@@ -14,8 +14,8 @@ pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Samp
 pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::{FileSource, FileStream};
-pub use perplexity::{perplexity, Perplexity, PerplexityOptions};
-pub use session::{Session, DEFAULT_PREFILL_BATCH};
+pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
+pub use session::{Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt};
 use crate::config::ModelConfig;

@@ -12,7 +12,7 @@
 //! The first half of a window goes through the generation graphs; the second half through scoring graphs that compute
 //! each token's NLL on the GPU ([`Session::score`]), so 4 bytes per token come back.
 
-use super::{Engine, Session};
+use super::{Engine, Session, TopLogits};
 use crate::{err, Result};
 
 /// How to cut the text.
@@ -106,6 +106,29 @@ pub async fn perplexity(
     let variance = (sum_sq / count as f64 - mean * mean).max(0.0);
     let error = if count > 1 { (variance / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
     Ok(Perplexity { n_tokens: tokens.len(), ctx, running, ppl, error, scored: count })
+}
+
+/// Teacher-forced logits: `tokens` as a fresh sequence from position 0, and for every position its `top_k` highest
+/// logits and log-sum-exp ([`TopLogits`]), as the golden fixtures record them. For cross-checks of the GPU paths
+/// (f32 against f16 and subgroups, the browser against native) and of an engine against llama.cpp. The engine's KV
+/// cache is reused from position 0, so a cached chat prefix is lost.
+pub async fn teacher_forced(engine: &mut Engine, tokens: &[u32], top_k: usize) -> Result<Vec<TopLogits>> {
+    if tokens.is_empty() || tokens.len() > engine.context_length() {
+        return Err(err!(
+            Usage,
+            "teacher forcing needs 1 to {} tokens (the engine's context), not {}",
+            engine.context_length(),
+            tokens.len()
+        ));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t >= engine.config().n_vocab) {
+        return Err(err!(Usage, "token {bad} is outside the vocabulary of {}", engine.config().n_vocab));
+    }
+    let session = engine.session();
+    session.rewind(0);
+    let result = session.teacher_forced(tokens, top_k).await;
+    session.rewind(0);
+    result
 }
 
 /// The NLLs of `window[first + 1..]`, each predicted from the tokens before it, in a fresh sequence.

@@ -14,6 +14,31 @@ pub const DEFAULT_PREFILL_BATCH: usize = 64;
 /// Dispatch lists of odd sizes (the last chunk of a prompt) kept besides the decode and full-chunk ones.
 const ODD_GRAPHS_KEPT: usize = 4;
 
+/// One position's highest logits, highest first (ties: lower id first), and the log-sum-exp over the vocabulary,
+/// so that `logit - lse` is a log-probability: what the golden fixtures record per step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogits {
+    pub top: Vec<(u32, f32)>,
+    pub lse: f32,
+}
+
+impl TopLogits {
+    /// The `k` highest of `logits` and their log-sum-exp (computed in f64).
+    pub fn of(logits: &[f32], k: usize) -> TopLogits {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        let k = k.min(order.len());
+        if k > 0 && k < order.len() {
+            order.select_nth_unstable_by(k - 1, by_logit);
+        }
+        order.truncate(k);
+        order.sort_by(by_logit);
+        let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let sum: f64 = logits.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+        TopLogits { top: order.iter().map(|&i| (i, logits[i as usize])).collect(), lse: (max + sum.ln()) as f32 }
+    }
+}
+
 /// The model on the GPU with its cache.
 pub struct Session {
     pub gpu: Gpu,
@@ -103,6 +128,37 @@ impl Session {
     /// the negative log-likelihood (natural log) of `targets[i]` given the tokens up to and including `tokens[i]`.
     /// The logits stay on the GPU: 4 bytes per token come back. Afterwards no sampled token is ready.
     pub async fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>> {
+        self.check_scoring(tokens, targets)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (chunk, want) in tokens.chunks(self.prefill_batch).zip(targets.chunks(self.prefill_batch)) {
+            let (nll, _) = self.submit_scoring(chunk, want)?;
+            let bytes = self.readback.read(&self.gpu, nll.buffer(), nll.offset(), nll.byte_size()).await?;
+            out.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
+        }
+        Ok(out)
+    }
+
+    /// Computes `tokens` after those already in the cache through the scoring graphs, like [`Session::score`], and
+    /// returns each position's `top_k` highest logits and log-sum-exp (the teacher-forced logits the golden fixtures
+    /// record). Every row of logits comes back to the CPU: for tests and cross-checks, not for speed.
+    pub async fn teacher_forced(&mut self, tokens: &[u32], top_k: usize) -> Result<Vec<TopLogits>> {
+        // The targets only feed the NLL kernel, whose result is not read here.
+        let targets = vec![0; tokens.len()];
+        self.check_scoring(tokens, &targets)?;
+        let row_bytes = u64::from(self.config.n_vocab) * 4;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (chunk, want) in tokens.chunks(self.prefill_batch).zip(targets.chunks(self.prefill_batch)) {
+            let (_, logits) = self.submit_scoring(chunk, want)?;
+            for row in 0..chunk.len() as u64 {
+                let at = logits.offset() + row * row_bytes;
+                let bytes = self.readback.read(&self.gpu, logits.buffer(), at, row_bytes).await?;
+                out.push(TopLogits::of(&bytemuck::pod_collect_to_vec::<u8, f32>(&bytes), top_k));
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_scoring(&mut self, tokens: &[u32], targets: &[u32]) -> Result<()> {
         if tokens.len() != targets.len() {
             return Err(err!(Usage, "score: {} tokens but {} targets", tokens.len(), targets.len()));
         }
@@ -111,20 +167,21 @@ impl Session {
         }
         self.check_room(tokens.len())?;
         self.last_batch = None;
-        let mut out = Vec::with_capacity(tokens.len());
-        for (chunk, want) in tokens.chunks(self.prefill_batch).zip(targets.chunks(self.prefill_batch)) {
-            let n_past = self.cache.len();
-            self.ensure_graph(chunk.len(), HeadKind::Score)?;
-            let graph = &self.graphs[&(chunk.len(), HeadKind::Score)];
-            graph.set_targets(&self.gpu, want)?;
-            graph.submit(&self.gpu, chunk, n_past)?;
-            let Head::Score { nll, .. } = &graph.head else { return Err(err!(Usage, "not a scoring graph")) };
-            let nll = nll.clone();
-            self.cache.extend(chunk);
-            let bytes = self.readback.read(&self.gpu, nll.buffer(), nll.offset(), nll.byte_size()).await?;
-            out.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
-        }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Submits one chunk of at most the prefill batch through its scoring graph; returns the graph's NLL
+    /// (`f32 [chunk]`) and logits (`f32 [chunk, n_vocab]`) tensors, ready once the submission has run.
+    fn submit_scoring(&mut self, chunk: &[u32], targets: &[u32]) -> Result<(Tensor, Tensor)> {
+        let n_past = self.cache.len();
+        self.ensure_graph(chunk.len(), HeadKind::Score)?;
+        let graph = &self.graphs[&(chunk.len(), HeadKind::Score)];
+        graph.set_targets(&self.gpu, targets)?;
+        graph.submit(&self.gpu, chunk, n_past)?;
+        let Head::Score { nll, logits, .. } = &graph.head else { return Err(err!(Usage, "not a scoring graph")) };
+        let tensors = (nll.clone(), logits.clone());
+        self.cache.extend(chunk);
+        Ok(tensors)
     }
 
     /// Keeps only the first `n` cached tokens (to reuse a shared prefix).
