@@ -352,8 +352,9 @@ fn check_attention(
     got[..rows].iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
 }
 
-/// (n_head, n_head_kv): plain multi-head, R1-Distill-Qwen-7B's 28/4 and R1-Distill-Qwen-1.5B's 12/2.
-const HEADS: [(u32, u32); 3] = [(4, 4), (28, 4), (12, 2)];
+/// (n_head, n_head_kv): plain multi-head, R1-Distill-Qwen-7B's 28/4, R1-Distill-Qwen-1.5B's 12/2, and the test
+/// models' own: smol135's 9/3 (a group of 3, which does not divide a tile of rows) and qwen05's 14/2.
+const HEADS: [(u32, u32); 5] = [(4, 4), (28, 4), (12, 2), (9, 3), (14, 2)];
 
 #[test]
 fn attention_prefill_matches_the_cpu_reference() {

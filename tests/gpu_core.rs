@@ -18,7 +18,8 @@ use webr1::quant::GgmlType;
 use webr1::ErrorCode;
 
 const ROWS: [usize; 4] = [1, 3, 17, 65];
-const COLS: [usize; 5] = [1, 7, 64, 1000, 4097];
+/// Row lengths: small and odd ones, and the test models' widths (576 smol135, 896 qwen05, 1536 qwen15 and R1-1.5B).
+const COLS: [usize; 8] = [1, 7, 64, 576, 896, 1000, 1536, 4097];
 
 /// The activation dtypes this device computes on: f32 always, f16 with shader-f16.
 fn dtypes(gpu: &Gpu) -> Vec<DType> {
@@ -234,7 +235,7 @@ fn nll_matches_the_cpu_reference() {
     let mut cases = 0;
     for (_, gpu) in gpus() {
         for rows in ROWS {
-            for n_vocab in [1, 7, 1000, 4097, 49_152] {
+            for n_vocab in [1, 7, 1000, 4097, 49_152, 151_936] {
                 // Logits as large as a real LM head's (exp would overflow without the max), one row nearly certain.
                 let mut logits = rng.vec(rows * n_vocab, -30.0, 30.0);
                 let mut targets: Vec<u32> = (0..rows).map(|_| rng.below(n_vocab) as u32).collect();

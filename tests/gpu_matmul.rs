@@ -35,6 +35,15 @@ fn cols_for(ty: GgmlType) -> &'static [usize] {
     }
 }
 
+/// The row lengths (k) of the test models' and R1-Distill-Qwen-1.5B's projections that a type's blocks divide:
+/// n_embd 576 (smol135), 896 (qwen05), 1536 (qwen15, R1-1.5B) and n_ff 1536, 4864, 8960.
+fn model_cols_for(ty: GgmlType) -> &'static [usize] {
+    match ty.block_size() {
+        256 => &[1536, 4864, 8960],
+        _ => &[576, 896, 1536, 4864],
+    }
+}
+
 /// Byte offsets in a block of the f16 scales and of the f16 mins (ggml-common.h).
 fn half_fields(ty: GgmlType) -> (&'static [usize], &'static [usize]) {
     match ty {
@@ -201,11 +210,11 @@ fn run(gpu: &Gpu, dispatches: &[Dispatch], out: &Tensor) -> Vec<f32> {
 
 type Kernel = fn(&Gpu, &SplitWeight, &Tensor, &Tensor) -> webr1::Result<Vec<Dispatch>>;
 
-/// The cases of one kernel test: rows of W, lengths of its rows (`None`: every length `cols_for` gives), tokens, and
-/// whether to run every device variant or only the forced-f32 device with f32 activations.
+/// The cases of one kernel test: rows of W, lengths of its rows for each type, tokens, and whether to run every
+/// device variant or only the forced-f32 device with f32 activations.
 struct Shapes<'a> {
     rows: &'a [usize],
-    cols: Option<&'a [usize]>,
+    cols: fn(GgmlType) -> &'static [usize],
     tokens: &'a [usize],
     all_variants: bool,
 }
@@ -220,7 +229,7 @@ fn check_kernel(name: &str, kernel: Kernel, shapes: &Shapes, seed: u64) -> (BTre
     for (device, gpu) in devices {
         let dtypes = if shapes.all_variants { dtypes(&gpu) } else { vec![DType::F32] };
         for ty in GgmlType::SUPPORTED {
-            for &cols in shapes.cols.unwrap_or(cols_for(ty)) {
+            for &cols in (shapes.cols)(ty) {
                 for &rows in shapes.rows {
                     let w = Weight::random(&mut rng, ty, rows, cols);
                     let wt = w.upload(&gpu);
@@ -263,7 +272,7 @@ fn print_errors(name: &str, worst: &BTreeMap<String, f64>) {
 #[test]
 fn matmul_vec_matches_the_cpu_reference() {
     let started = Instant::now();
-    let shapes = Shapes { rows: &ROWS, cols: None, tokens: &[1, 3], all_variants: true };
+    let shapes = Shapes { rows: &ROWS, cols: cols_for, tokens: &[1, 3], all_variants: true };
     let (worst, cases) = check_kernel("matmul_vec", matmul_vec, &shapes, 0x5EED_0101);
     print_errors("matmul_vec", &worst);
     println!("matmul_vec: {cases} cases in {:.2?}", started.elapsed());
@@ -272,10 +281,28 @@ fn matmul_vec_matches_the_cpu_reference() {
 #[test]
 fn matmul_tiled_matches_the_cpu_reference() {
     let started = Instant::now();
-    let shapes = Shapes { rows: &ROWS, cols: None, tokens: &[1, 9, 40], all_variants: true };
+    let shapes = Shapes { rows: &ROWS, cols: cols_for, tokens: &[1, 9, 40], all_variants: true };
     let (worst, cases) = check_kernel("matmul_tiled", matmul_tiled, &shapes, 0x5EED_0102);
     print_errors("matmul_tiled", &worst);
     println!("matmul_tiled: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// Both kernels, on every device variant (the forced-f32 path included), at the row lengths the models use: blocks per
+/// row that are not a multiple of the invocations striding over them, and the partial last chunk of a prompt
+/// (63 tokens) as well as a full one (64).
+#[test]
+fn matmul_kernels_match_the_cpu_reference_at_the_models_row_lengths() {
+    let started = Instant::now();
+    let mut cases = 0;
+    let kernels: [(&str, Kernel, &[usize], u64); 2] =
+        [("matmul_vec", matmul_vec, &[1, 8], 0x5EED_010B), ("matmul_tiled", matmul_tiled, &[63, 64], 0x5EED_010C)];
+    for (name, kernel, tokens, seed) in kernels {
+        let shapes = Shapes { rows: &[17], cols: model_cols_for, tokens, all_variants: true };
+        let (worst, n) = check_kernel(name, kernel, &shapes, seed);
+        print_errors(&format!("{name} at the models' row lengths"), &worst);
+        cases += n;
+    }
+    println!("matmul kernels at the models' row lengths: {cases} cases in {:.2?}", started.elapsed());
 }
 
 /// Several tiles of rows and of tokens, with both tile heights (the device picks one; the other runs here too). The
@@ -283,7 +310,7 @@ fn matmul_tiled_matches_the_cpu_reference() {
 #[test]
 fn matmul_tiled_spans_several_tiles() {
     let started = Instant::now();
-    let shapes = Shapes { rows: &[130], cols: Some(&[256]), tokens: &[70, 8], all_variants: false };
+    let shapes = Shapes { rows: &[130], cols: |_| &[256], tokens: &[70, 8], all_variants: false };
     let tiles_64: Kernel = |gpu, w, x, y| matmul_tiled_with(gpu, w, x, y, 64);
     let tiles_128: Kernel = |gpu, w, x, y| matmul_tiled_with(gpu, w, x, y, 128);
     let mut cases = 0;
