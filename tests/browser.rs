@@ -2,11 +2,54 @@
 //! part of `cargo test`. They need `scripts/build-web.sh` to have built `pkg/`, `npm ci` in `tests/browser/`, Chromium
 //! at `/usr/bin/chromium` and the smol135 model; when something is missing they say so and skip, except under
 //! `CI=true`, where that fails.
+//!
+//! Before node starts, the native engine computes the reference one browser test compares with: smol135's
+//! teacher-forced logits on the forced-f32 path over the first [`TEACHER_FORCED_TOKENS`] tokens of Debian's
+//! GFDL-1.3 text (see `tests/paths.rs`), written to a JSON file named by `WEBR1_NATIVE_TEACHER_FORCED`.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use webr1::engine::{teacher_forced, EngineOptions};
+use webr1::gpu::GpuOptions;
+
+/// Tokens of the teacher-forced comparison between the browser and native f32.
+const TEACHER_FORCED_TOKENS: usize = 128;
+
+/// Writes the native f32 reference of the teacher-forced browser test; `None` (after saying why) without the text,
+/// the model or a GPU adapter, which under `CI=true` fail instead.
+fn native_teacher_forced() -> Option<PathBuf> {
+    let text_path = Path::new("/usr/share/common-licenses/GFDL-1.3");
+    let text = match std::fs::read_to_string(text_path) {
+        Ok(text) => text,
+        Err(e) => {
+            assert!(!common::in_ci(), "{}: {e}", text_path.display());
+            eprintln!("SKIP: the teacher-forced browser test: {}: {e}", text_path.display());
+            return None;
+        }
+    };
+    pollster::block_on(async {
+        let options = EngineOptions {
+            gpu: GpuOptions { force_f32: true, ..GpuOptions::default() },
+            context_length: Some(TEACHER_FORCED_TOKENS),
+            ..EngineOptions::default()
+        };
+        let mut engine = common::engine("smol135", options).await?;
+        let tokenizer = engine.tokenizer();
+        let mut ids: Vec<u32> = tokenizer.bos.filter(|_| tokenizer.add_bos).into_iter().collect();
+        ids.extend(tokenizer.encode(&text).unwrap());
+        ids.truncate(TEACHER_FORCED_TOKENS);
+        let started = std::time::Instant::now();
+        let rows = teacher_forced(&mut engine, &ids, 10).await.unwrap();
+        eprintln!("native f32 teacher-forced logits of {} tokens in {:.1?}", ids.len(), started.elapsed());
+        let steps: Vec<_> = rows.iter().map(|t| serde_json::json!({ "top": t.top, "lse": t.lse })).collect();
+        let json = serde_json::json!({ "text": text_path, "ids": ids, "steps": steps });
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("native-teacher-forced.smol135.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        Some(path)
+    })
+}
 
 #[test]
 fn browser_tests_pass_in_headless_chromium() {
@@ -27,8 +70,13 @@ fn browser_tests_pass_in_headless_chromium() {
         eprintln!("SKIP: browser tests: {}", missing.join("; "));
         return;
     }
+    let reference = native_teacher_forced();
     let started = std::time::Instant::now();
-    let status = Command::new("node")
+    let mut node = Command::new("node");
+    if let Some(path) = &reference {
+        node.env("WEBR1_NATIVE_TEACHER_FORCED", path);
+    }
+    let status = node
         .args(["--test", "--test-concurrency=1", "--test-reporter=spec", "."])
         .current_dir(&dir)
         .status()

@@ -66,6 +66,12 @@ export class CoreEngine {
     return this.engine.generate(request, onEvent);
   }
 
+  // A hook for tests that compare this GPU path with native webr1 (not part of the package's API): teacher-forced
+  // logits of `ids` from position 0, `[{top: [[id, logit], ...], lse}, ...]` with the `topK` highest of each position.
+  teacherForced(ids, topK = 10) {
+    return this.engine.teacher_forced(Uint32Array.from(ids), topK);
+  }
+
   abort() {
     this.engine.abort();
   }

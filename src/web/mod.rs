@@ -15,7 +15,9 @@ mod source;
 pub use source::JsModelSource;
 
 use crate::chat::Message;
-use crate::engine::{AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, Request, Sampling};
+use crate::engine::{
+    teacher_forced, AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, Request, Sampling,
+};
 use crate::gpu::GpuOptions;
 use crate::{err, Result};
 use errors::to_js;
@@ -149,6 +151,13 @@ impl WebEngine {
         run_generation(&engine, request, &on_event).await.map_err(to_js)
     }
 
+    /// Teacher-forced logits, a hook for tests that compare the browser's GPU path with the native one: `ids` as a
+    /// fresh sequence from position 0, and for each position `{top: [[id, logit], ...], lse}` with its `top_k`
+    /// highest logits and the log-sum-exp of all (see `webr1::engine::teacher_forced`). A cached chat prefix is lost.
+    pub async fn teacher_forced(&self, ids: Vec<u32>, top_k: u32) -> std::result::Result<JsValue, JsValue> {
+        run_teacher_forced(&self.engine, &ids, top_k as usize).await.map_err(to_js)
+    }
+
     /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
     pub fn abort(&self) {
         self.abort.abort();
@@ -195,22 +204,39 @@ impl WebEngine {
 
 async fn run_generation(slot: &Rc<RefCell<Slot>>, options: GenerateOptions, on_event: &Function) -> Result<JsValue> {
     let request = build_request(options)?;
-    let mut engine = match std::mem::replace(&mut *slot.borrow_mut(), Slot::Busy) {
-        Slot::Ready(engine) => engine,
-        Slot::Busy => return Err(err!(Usage, "a generation is already running on this engine; await it or abort it")),
+    let mut engine = take(slot)?;
+    let result = generate_with(&mut engine, request, on_event).await;
+    give_back(slot, engine);
+    result
+}
+
+/// Lends the engine to one request (the slot is busy meanwhile); [`give_back`] returns it.
+fn take(slot: &Rc<RefCell<Slot>>) -> Result<Box<Engine>> {
+    match std::mem::replace(&mut *slot.borrow_mut(), Slot::Busy) {
+        Slot::Ready(engine) => Ok(engine),
+        Slot::Busy => Err(err!(Usage, "a generation is already running on this engine; await it or abort it")),
         Slot::Unloaded => {
             *slot.borrow_mut() = Slot::Unloaded;
-            return Err(err!(Usage, "the model was unloaded"));
+            Err(err!(Usage, "the model was unloaded"))
         }
-    };
-    let result = generate_with(&mut engine, request, on_event).await;
+    }
+}
+
+fn give_back(slot: &Rc<RefCell<Slot>>, engine: Box<Engine>) {
     let mut state = slot.borrow_mut();
     match *state {
         // unload() was called meanwhile: free the GPU memory now.
         Slot::Unloaded => engine.gpu().device().destroy(),
         _ => *state = Slot::Ready(engine),
     }
-    result
+}
+
+async fn run_teacher_forced(slot: &Rc<RefCell<Slot>>, ids: &[u32], top_k: usize) -> Result<JsValue> {
+    let mut engine = take(slot)?;
+    let result = teacher_forced(&mut engine, ids, top_k).await;
+    give_back(slot, engine);
+    let rows: Vec<_> = result?.into_iter().map(|t| serde_json::json!({ "top": t.top, "lse": t.lse })).collect();
+    to_value(&rows)
 }
 
 async fn generate_with(engine: &mut Engine, request: Request, on_event: &Function) -> Result<JsValue> {

@@ -125,6 +125,50 @@ test('greedy tokens in the browser equal the f32 reference (qwen05 by URL, in a 
   await p.close();
 });
 
+// The native engine's teacher-forced logits on the forced-f32 path (tests/browser.rs writes them before node starts):
+// the browser's GPU path must give the same, position by position, within the golden f32 bounds (top-10 logits within
+// 0.05, the same top-1 wherever native's leader is ahead by 0.05).
+const nativeTeacherForced = process.env.WEBR1_NATIVE_TEACHER_FORCED;
+if (!skip && !nativeTeacherForced && inCi) throw new Error('browser tests cannot run under CI=true: WEBR1_NATIVE_TEACHER_FORCED is not set (cargo test --test browser sets it)');
+const teacherForcedSkip = skip || (nativeTeacherForced ? false : 'SKIP: no native reference (run through cargo test --test browser)');
+
+test('teacher-forced logits in the browser equal native f32 (smol135, the first 128 tokens of GFDL-1.3)', { skip: teacherForcedSkip, timeout: 600_000 }, async () => {
+  const want = JSON.parse(fs.readFileSync(nativeTeacherForced, 'utf8'));
+  const p = await page();
+  const started = Date.now();
+  const out = await inPage(p, async (core, ids) => {
+    const url = new URL('/models/smol135.gguf', location.href).href;
+    const engine = await core.loadCore(url, { contextLength: ids.length, cache: false, forceF32: true });
+    const t = performance.now();
+    const rows = await engine.teacherForced(ids, 40);
+    const ms = performance.now() - t;
+    const info = engine.info();
+    engine.unload();
+    return { rows, ms, info };
+  }, want.ids, '/pkg/src/core.js');
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  assert.equal(out.rows.length, want.steps.length);
+  const failures = [];
+  let worst = 0;
+  for (const [i, step] of want.steps.entries()) {
+    const got = new Map(out.rows[i].top.map(([id, logit]) => [id, logit]));
+    for (const [id, logit] of step.top) {
+      if (!got.has(id)) failures.push(`position ${i}: native's token ${id} is not in the browser's top 40`);
+      else {
+        const delta = Math.abs(got.get(id) - logit);
+        worst = Math.max(worst, delta);
+        if (delta > 0.05) failures.push(`position ${i}: token ${id}'s logit ${got.get(id).toFixed(4)} in the browser, ${logit.toFixed(4)} natively`);
+      }
+    }
+    const lead = step.top[0][1] - step.top[1][1];
+    if (out.rows[i].top[0][0] !== step.top[0][0] && lead >= 0.05) failures.push(`position ${i}: top-1 ${out.rows[i].top[0][0]} in the browser, ${step.top[0][0]} natively (ahead by ${lead.toFixed(3)})`);
+    if (Math.abs(out.rows[i].lse - step.lse) > 0.05) failures.push(`position ${i}: log-sum-exp ${out.rows[i].lse.toFixed(4)} in the browser, ${step.lse.toFixed(4)} natively`);
+  }
+  console.log(`browser teacher-forced ${want.ids.length} tokens on ${out.info.adapter.name} (shader_f16 ${out.info.features.shader_f16}, subgroups ${out.info.features.subgroups}): ${Math.round(out.ms)} ms; largest top-10 |Δlogit| against native f32 ${worst.toFixed(4)}; whole test ${Date.now() - started} ms`);
+  assert.deepEqual(failures, []);
+  await p.close();
+});
+
 test('streaming: reasoning_content first, then content, then a final chunk with usage (main thread)', { skip, timeout: 600_000 }, async () => {
   const p = await page();
   const ids = reference()[0].prompt_ids;
