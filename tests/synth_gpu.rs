@@ -162,3 +162,29 @@ fn a_streamed_synthetic_model_is_the_model_its_file_holds() {
     }
     assert!(logits[0] == logits[1], "the file and the stream give different logits");
 }
+
+#[test]
+fn the_full_r1_qwen_1_5b_shape_is_well_scaled() {
+    if !common::slow() {
+        eprintln!("SKIP: the full r1-qwen-1.5b shape (1.1 GB of weights) runs with WEBR1_SLOW=1");
+        return;
+    }
+    let Some(_) = gpu_common::gpu() else { return };
+    let shape = SynthShape::named("r1-qwen-1.5b").unwrap();
+    let model = SynthModel::new(shape, SynthQuant::Q4_K_M, 0, Vocabulary::r1_qwen().unwrap()).unwrap();
+    let options = EngineOptions { context_length: Some(64), ..EngineOptions::default() };
+    let mut engine = pollster::block_on(Engine::load(&mut SynthSource::new(model), options, |_| {})).unwrap();
+    let s = engine.session();
+    s.set_sampling(&greedy(0)).unwrap();
+    s.feed(&PROMPT).unwrap();
+    let x = pollster::block_on(s.hidden_state()).unwrap();
+    for (t, row) in x.chunks(shape.n_embd as usize).enumerate() {
+        let r = rms(row);
+        eprintln!("token {t}: rms {r:.3}");
+        assert!(row.iter().all(|v| v.is_finite()) && (0.7..2.0).contains(&r), "token {t}: RMS {r}");
+    }
+    let logits = pollster::block_on(s.logits()).unwrap();
+    let (sd, m) = (rms(&logits), margin(&logits));
+    eprintln!("logit rms {sd:.2}, top-1 margin {m:.3}");
+    assert!(logits.iter().all(|v| v.is_finite()) && (4.0..40.0).contains(&sd), "logit RMS {sd}");
+}

@@ -103,13 +103,15 @@ impl Vocabulary {
 }
 
 /// R1's chat template, from the built-in header.
+#[cfg(not(target_arch = "wasm32"))]
 fn r1_template() -> Result<String> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let header = Gguf::from_bytes(R1_QWEN_HEADER)?;
-        let template = header.metadata.get_str("tokenizer.chat_template")?;
-        template.map(str::to_string).ok_or_else(|| err!(SynthVocab, "the built-in header has no chat template"))
-    }
-    #[cfg(target_arch = "wasm32")]
+    let header = Gguf::from_bytes(R1_QWEN_HEADER)?;
+    let template = header.metadata.get_str("tokenizer.chat_template")?;
+    template.map(str::to_string).ok_or_else(|| err!(SynthVocab, "the built-in header has no chat template"))
+}
+
+/// The browser build carries no built-in header.
+#[cfg(target_arch = "wasm32")]
+fn r1_template() -> Result<String> {
     Err(err!(SynthVocab, "the vocabulary has no chat template"))
 }
