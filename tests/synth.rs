@@ -172,6 +172,8 @@ fn bad_input_is_a_coded_error() {
     fails_with(&["synth", "r1-llama-8b", "-o", p, "--vocab", qwen.to_str().unwrap()], "synth.vocab");
     fails_with(&["synth", "r1-qwen-7b", "-o", p, "--vocab", "/nonexistent.gguf"], "io.not_found");
     fails_with(&["bench", "--shape", "r1-qwen-3b"], "usage");
+    fails_with(&["bench", "--shape", "r1-llama-8b"], "synth.vocab");
+    fails_with(&["bench", "--shape", "r1-qwen-7b", "--quant", "IQ2_XS"], "usage");
     let help = webr1(&["synth", "--help"]);
     assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--header-only"));
 }
