@@ -132,8 +132,10 @@ fn logits_have_clear_top_one_margins_on_the_f16_and_f32_paths() {
         }
     }
     margins.sort_by(f32::total_cmp);
+    // With Gaussian logits of RMS 12 over 152k tokens the median gap would be about 1.5; the LM head's loud rows
+    // widen it several times.
     let median = margins[margins.len() / 2];
-    assert!(median >= 1.0, "median top-1 margin {median}: {margins:?}");
+    assert!(median >= 3.0, "median top-1 margin {median}: {margins:?}");
 }
 
 #[test]

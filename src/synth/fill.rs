@@ -9,7 +9,7 @@
 //! zero (the sign of a block's scale alternates where the levels are not symmetric, to keep the mean at zero). Every
 //! scale is a normal f16 for the six shapes (see `table.rs`), so no GPU flushes one to zero.
 
-use super::table::{Role, SynthTensor};
+use super::table::{Role, SynthTensor, LOUD_ROW_EVERY, LOUD_ROW_GAIN};
 use crate::quant::GgmlType;
 use half::f16;
 
@@ -70,24 +70,77 @@ const STD_6BIT: f32 = 18.472_953;
 pub fn fill_chunk(t: &SynthTensor, index: usize, seed: u64, chunk: u64, out: &mut [u8]) {
     let mut rng = Rng::new(seed, index, chunk);
     let first_block = chunk * chunk_bytes(t.ty) / t.ty.type_size();
-    let std = match &t.role {
-        Role::Matrix { std } | Role::Bias { std } => *std,
-        Role::Norm | Role::RopeFactors(_) => 0.0,
-    };
+    let blocks = Blocks { first: first_block, std: t.role.std(), gain: Gain::of(t, seed) };
     match t.ty {
         GgmlType::F32 => fill_f32(t, first_block as usize, &mut rng, out),
         GgmlType::F16 => {
-            let amp = std * 3f32.sqrt();
-            for v in out.chunks_exact_mut(2) {
-                v.copy_from_slice(&f16::from_f32(amp * rng.symmetric()).to_le_bytes());
+            let amp = blocks.std * 3f32.sqrt();
+            for (i, v) in out.chunks_exact_mut(2).enumerate() {
+                let x = amp * blocks.gain(i) * rng.symmetric();
+                v.copy_from_slice(&f16::from_f32(x).to_le_bytes());
             }
         }
-        GgmlType::Q8_0 => fill_q8_0(&mut rng, first_block, std, out),
-        GgmlType::Q4_0 => fill_q4_0(&mut rng, first_block, std, out),
-        GgmlType::Q4_K => fill_kquant(&mut rng, std / STD_4BIT, 2.5, &Q4K_SCALES, out, 144),
-        GgmlType::Q5_K => fill_kquant(&mut rng, std / STD_5BIT, 0.5, &Q5K_SCALES, out, 176),
-        GgmlType::Q6_K => fill_q6k(&mut rng, std, out),
+        GgmlType::Q8_0 => fill_q8_0(&mut rng, &blocks, out),
+        GgmlType::Q4_0 => fill_q4_0(&mut rng, &blocks, out),
+        GgmlType::Q4_K => fill_kquant(&mut rng, &blocks, STD_4BIT, 2.5, &Q4K_SCALES, out, 144),
+        GgmlType::Q5_K => fill_kquant(&mut rng, &blocks, STD_5BIT, 0.5, &Q5K_SCALES, out, 176),
+        GgmlType::Q6_K => fill_q6k(&mut rng, &blocks, out),
         other => unreachable!("the tensor table has no {other} tensors"),
+    }
+}
+
+/// The blocks of one chunk: the index of the first in the tensor, the deviation asked for, and each block's gain.
+struct Blocks {
+    first: u64,
+    std: f32,
+    gain: Gain,
+}
+
+impl Blocks {
+    /// The gain of the chunk's block `i` (for F16, element `i`).
+    fn gain(&self, i: usize) -> f32 {
+        match self.gain {
+            Gain::One => 1.0,
+            Gain::LoudRows { blocks_per_row, seed } => {
+                let row = (self.first + i as u64) / blocks_per_row;
+                if splitmix(seed ^ splitmix(row)) % LOUD_ROW_EVERY == 0 {
+                    LOUD_ROW_GAIN
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
+    /// The sign that cancels the mean of levels that are not symmetric: + for even blocks, - for odd ones.
+    fn sign(&self, i: usize) -> f32 {
+        if (self.first + i as u64) % 2 == 0 {
+            1.0
+        } else {
+            -1.0
+        }
+    }
+}
+
+/// How a block's deviation relates to the tensor's.
+#[derive(Clone, Copy)]
+enum Gain {
+    One,
+    /// The LM head's loud rows ([`Role::LmHead`]).
+    LoudRows {
+        blocks_per_row: u64,
+        seed: u64,
+    },
+}
+
+impl Gain {
+    fn of(t: &SynthTensor, seed: u64) -> Gain {
+        match t.role {
+            Role::LmHead { .. } => {
+                Gain::LoudRows { blocks_per_row: (t.dims[0] / t.ty.block_size()).max(1), seed: splitmix(!seed) }
+            }
+            _ => Gain::One,
+        }
     }
 }
 
@@ -96,7 +149,7 @@ fn fill_f32(t: &SynthTensor, first: usize, rng: &mut Rng, out: &mut [u8]) {
         let x = match &t.role {
             Role::Norm => 1.0,
             Role::RopeFactors(f) => f[first + i],
-            Role::Bias { std } | Role::Matrix { std } => std * 3f32.sqrt() * rng.symmetric(),
+            Role::Bias { std } | Role::Matrix { std } | Role::LmHead { std } => std * 3f32.sqrt() * rng.symmetric(),
         };
         v.copy_from_slice(&x.to_le_bytes());
     }
@@ -104,11 +157,11 @@ fn fill_f32(t: &SynthTensor, first: usize, rng: &mut Rng, out: &mut [u8]) {
 
 /// Q8_0 (`d`, 32 × i8): quants in -16..15 (the top bits of a random byte), so that `d` stays a normal f16 for the
 /// smallest deviations; `d`'s sign alternates by block to cancel the levels' mean of -1/2.
-fn fill_q8_0(rng: &mut Rng, first_block: u64, std: f32, out: &mut [u8]) {
+fn fill_q8_0(rng: &mut Rng, b: &Blocks, out: &mut [u8]) {
     rng.fill(out);
     for (i, block) in out.chunks_exact_mut(34).enumerate() {
-        let sign = if (first_block + i as u64) % 2 == 0 { 1.0 } else { -1.0 };
-        block[..2].copy_from_slice(&f16::from_f32(sign * std / STD_5BIT).to_le_bytes());
+        let d = b.sign(i) * b.gain(i) * b.std / STD_5BIT;
+        block[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
         for q in &mut block[2..] {
             *q = ((*q as i8) >> 3) as u8;
         }
@@ -116,11 +169,11 @@ fn fill_q8_0(rng: &mut Rng, first_block: u64, std: f32, out: &mut [u8]) {
 }
 
 /// Q4_0 (`d`, 16 bytes of nibbles): `w = d (q - 8)`, `d`'s sign alternating by block.
-fn fill_q4_0(rng: &mut Rng, first_block: u64, std: f32, out: &mut [u8]) {
+fn fill_q4_0(rng: &mut Rng, b: &Blocks, out: &mut [u8]) {
     rng.fill(out);
     for (i, block) in out.chunks_exact_mut(18).enumerate() {
-        let sign = if (first_block + i as u64) % 2 == 0 { 1.0 } else { -1.0 };
-        block[..2].copy_from_slice(&f16::from_f32(sign * std / STD_4BIT).to_le_bytes());
+        let d = b.sign(i) * b.gain(i) * b.std / STD_4BIT;
+        block[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     }
 }
 
@@ -131,12 +184,21 @@ fn fill_q4_0(rng: &mut Rng, first_block: u64, std: f32, out: &mut [u8]) {
 const Q4K_SCALES: [u8; 12] = [1, 1, 1, 1, 3, 3, 3, 3, 0x31, 0x31, 0x31, 0x31];
 const Q5K_SCALES: [u8; 12] = [1, 1, 1, 1, 95, 95, 95, 95, 0xF1, 0xF1, 0xF1, 0xF1];
 
-/// Q4_K and Q5_K (`d`, `dmin`, 12 bytes of scales, then random quant bits): step `d`, `dmin = min_ratio * d`.
-fn fill_kquant(rng: &mut Rng, step: f32, min_ratio: f32, scales: &[u8; 12], out: &mut [u8], block_bytes: usize) {
+/// Q4_K and Q5_K (`d`, `dmin`, 12 bytes of scales, then random quant bits): step `d = std / level_std`,
+/// `dmin = min_ratio * d`.
+fn fill_kquant(
+    rng: &mut Rng,
+    b: &Blocks,
+    level_std: f32,
+    min_ratio: f32,
+    scales: &[u8; 12],
+    out: &mut [u8],
+    block_bytes: usize,
+) {
     rng.fill(out);
-    let d = f16::from_f32(step);
-    let dmin = f16::from_f32(min_ratio * d.to_f32());
-    for block in out.chunks_exact_mut(block_bytes) {
+    for (i, block) in out.chunks_exact_mut(block_bytes).enumerate() {
+        let d = f16::from_f32(b.gain(i) * b.std / level_std);
+        let dmin = f16::from_f32(min_ratio * d.to_f32());
         block[..2].copy_from_slice(&d.to_le_bytes());
         block[2..4].copy_from_slice(&dmin.to_le_bytes());
         block[4..16].copy_from_slice(scales);
@@ -145,13 +207,12 @@ fn fill_kquant(rng: &mut Rng, step: f32, min_ratio: f32, scales: &[u8; 12], out:
 
 /// Q6_K (128 bytes of low bits, 64 of high bits, 16 signed scales, `d`): `w = d * sc * (q - 32)`, the scales
 /// alternating +1 and -1 so that the levels' mean of -1/2 cancels.
-fn fill_q6k(rng: &mut Rng, std: f32, out: &mut [u8]) {
+fn fill_q6k(rng: &mut Rng, b: &Blocks, out: &mut [u8]) {
     rng.fill(out);
-    let d = f16::from_f32(std / STD_6BIT).to_le_bytes();
-    for block in out.chunks_exact_mut(210) {
-        for (i, s) in block[192..208].iter_mut().enumerate() {
-            *s = if i % 2 == 0 { 1 } else { (-1i8) as u8 };
+    for (i, block) in out.chunks_exact_mut(210).enumerate() {
+        for (j, s) in block[192..208].iter_mut().enumerate() {
+            *s = if j % 2 == 0 { 1 } else { (-1i8) as u8 };
         }
-        block[208..].copy_from_slice(&d);
+        block[208..].copy_from_slice(&f16::from_f32(b.gain(i) * b.std / STD_6BIT).to_le_bytes());
     }
 }

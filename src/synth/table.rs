@@ -74,6 +74,19 @@ pub enum Role {
     RopeFactors(Vec<f32>),
     /// A weight matrix: zero-mean random values of this standard deviation.
     Matrix { std: f32 },
+    /// The LM head: a matrix of deviation `std` in which one row in [`LOUD_ROW_EVERY`] (chosen by the seed) has
+    /// [`LOUD_ROW_GAIN`] times that deviation.
+    LmHead { std: f32 },
+}
+
+impl Role {
+    /// The deviation of the tensor's ordinary values (0 for norms and RoPE factors, which are not random).
+    pub fn std(&self) -> f32 {
+        match self {
+            Role::Matrix { std } | Role::Bias { std } | Role::LmHead { std } => *std,
+            Role::Norm | Role::RopeFactors(_) => 0.0,
+        }
+    }
 }
 
 /// One tensor of a synthetic model.
@@ -86,9 +99,13 @@ pub struct SynthTensor {
     pub role: Role,
 }
 
-/// The standard deviation of the logits a unit-RMS final state gives: large enough that the top token stands clear of
-/// the second (a random vocabulary of 150k entries has its top two close together otherwise).
+/// The standard deviation of the logits a unit-RMS final state gives.
 pub const LOGIT_STD: f32 = 12.0;
+/// The LM head's loud rows: one in this many, with this gain. The top logit of 150k Gaussian ones stands only about
+/// 0.2 deviations above the second; among the few hundred loud rows, whose logits have three times the deviation and
+/// so hold the top, the gap is several times wider.
+pub const LOUD_ROW_EVERY: u64 = 256;
+pub const LOUD_ROW_GAIN: f32 = 3.0;
 /// The standard deviation of the Q, K and V biases.
 const BIAS_STD: f32 = 0.1;
 
@@ -109,7 +126,7 @@ pub fn tensor_table(shape: &SynthShape, quant: SynthQuant) -> Vec<SynthTensor> {
         ty: matrix_type(shape, quant, name, layer),
         name: layer.map_or(name.to_string(), |i| format!("blk.{i}.{name}")),
         dims,
-        role: Role::Matrix { std },
+        role: if name == "output.weight" { Role::LmHead { std } } else { Role::Matrix { std } },
     };
     let vector = |name: String, n: u64, role: Role| SynthTensor { name, dims: vec![n], ty: GgmlType::F32, role };
 
