@@ -48,6 +48,7 @@
 //! | `gpu.validation` | the GPU rejected an operation webr1 issued (a bug in webr1: please report it with the message) |
 //! | `gpu.shader` | a WGSL shader failed to preprocess (bad directive, unknown include or macro) |
 //! | `model.too_large` | the model and its KV cache need more than the GPU's limits allow (the message names the numbers) |
+//! | `synth.vocab` | `webr1 synth` or `bench --shape` for a llama shape without `--vocab`, or a vocabulary that does not fit the shape (a file without tokens, tokens beyond the shape's vocabulary that are not padding, a special token id outside it) |
 //! | `context.full` | the prompt does not fit in the context that was allocated |
 //! | `aborted` | the caller aborted a load or a generation |
 //! | `usage` | a bad argument to a webr1 call or command |
@@ -100,6 +101,7 @@ pub enum ErrorCode {
     GpuValidation,
     GpuShader,
     ModelTooLarge,
+    SynthVocab,
     ContextFull,
     Aborted,
     Usage,
@@ -151,6 +153,7 @@ impl ErrorCode {
         Self::GpuValidation,
         Self::GpuShader,
         Self::ModelTooLarge,
+        Self::SynthVocab,
         Self::ContextFull,
         Self::Aborted,
         Self::Usage,
@@ -202,6 +205,7 @@ impl ErrorCode {
             Self::GpuValidation => "gpu.validation",
             Self::GpuShader => "gpu.shader",
             Self::ModelTooLarge => "model.too_large",
+            Self::SynthVocab => "synth.vocab",
             Self::ContextFull => "context.full",
             Self::Aborted => "aborted",
             Self::Usage => "usage",

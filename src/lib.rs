@@ -7,7 +7,8 @@
 //! - [`quant`]: the GGML block formats and their CPU reference dequantisers;
 //! - [`config`]: the model hyper-parameters, typed, from the header's metadata;
 //! - [`tokenizer`]: the model's own vocabulary as a tokenizer that matches llama.cpp id for id;
-//! - [`chat`]: the model's chat template, rendered safely, and the reasoning/answer split of R1's output.
+//! - [`chat`]: the model's chat template, rendered safely, and the reasoning/answer split of R1's output;
+//! - [`synth`]: models with random weights at the R1 shapes, for benchmarks.
 
 pub mod chat;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod model;
 pub mod quant;
+pub mod synth;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -1,18 +1,33 @@
 //! `webr1 bench MODEL [-p 512] [-n 128] [-r 3]`: prompt processing (`ppN`: N tokens in one prefill) and text
 //! generation (`tgN`: N decode steps of one token) speeds, mean ± standard deviation over the repetitions after one
 //! warm-up run, in a table shaped like llama-bench's (or `--json`, with llama-bench's field names for the numbers).
+//!
+//! `--shape NAME` measures a synthetic model instead of a file: the weights `webr1 synth NAME` would write (same
+//! quantisation, seed and vocabulary options), made on the fly and streamed to the GPU, so no file is needed and the
+//! dispatch lists are those of the file. `--dispatches` prints those lists instead of measuring.
 
 use clap::Args;
 use serde_json::json;
 use web_time::Instant;
 use webr1::engine::Engine;
 use webr1::gpu::ops::SamplingParams;
+use webr1::quant::GgmlType;
+use webr1::synth::{SynthModel, SynthSource};
 use webr1::{err, Result};
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// A GGUF file, an https:// URL or hf:OWNER/REPO/FILE.gguf (default: DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M).
     model: Option<String>,
+    /// Measure random weights at the shape of an R1 distill (r1-qwen-7b, ...; see `webr1 synth`) instead of a file.
+    #[arg(long, conflicts_with = "model")]
+    shape: Option<String>,
+    #[command(flatten)]
+    synth: super::synth::SynthModelArgs,
+    /// Print the dispatch lists of a decode step and of a prefill of -p tokens (kernel, grid, parameters), one
+    /// dispatch a line, instead of measuring.
+    #[arg(long)]
+    dispatches: bool,
     /// Prompt tokens processed in one prefill (0 skips the test).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     n_prompt: usize,
@@ -45,13 +60,29 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.n_prompt == 0 && args.n_gen == 0 {
         return Err(err!(Usage, "nothing to measure: -p and -n are both 0"));
     }
-    let path = super::model::resolve(args.model.as_deref())?;
     let ctx = args.n_prompt.max(args.n_gen) + 1;
-    let mut engine = super::load_engine(&path, super::engine_options(args.f32, Some(ctx)))?;
+    let options = super::engine_options(args.f32, Some(ctx));
+    let (mut engine, describe) = match &args.shape {
+        Some(name) => {
+            let model = args.synth.model(name)?;
+            let mut source = SynthSource::new(model);
+            let engine = super::load_source(&mut source, options)?;
+            let describe = Description::of_synth(source.model(), &engine);
+            (engine, describe)
+        }
+        None => {
+            let path = super::model::resolve(args.model.as_deref())?;
+            let engine = super::load_engine(&path, options)?;
+            let describe = Description::of(&path, &engine)?;
+            (engine, describe)
+        }
+    };
     if engine.context_length() < ctx {
         return Err(err!(Usage, "the model's context of {} tokens is shorter than the test", engine.context_length()));
     }
-    let describe = Description::of(&path, &engine)?;
+    if args.dispatches {
+        return print_dispatches(&mut engine, args.n_prompt);
+    }
     let mut rows = Vec::new();
     if args.n_prompt > 0 {
         let samples = measure(args, || prompt_speed(&mut engine, args.n_prompt))?;
@@ -134,26 +165,50 @@ struct Description {
 impl Description {
     fn of(path: &std::path::Path, engine: &Engine) -> Result<Description> {
         let gguf = super::open_model(path)?;
-        let arch = gguf.metadata().get_str("general.architecture")?.unwrap_or("?").to_string();
+        let arch = gguf.metadata().get_str("general.architecture")?.unwrap_or("?");
+        Ok(Self::new(arch, gguf.tensors().map(|(_, t)| (t.ty, t.n_bytes, t.n_elements())), engine))
+    }
+
+    fn of_synth(model: &SynthModel, engine: &Engine) -> Description {
+        let tensors = model.tensors.iter().zip(&model.sizes);
+        let tensors = tensors.map(|(t, &bytes)| (t.ty, bytes, t.dims.iter().product()));
+        Self::new(model.shape.arch.name(), tensors, engine)
+    }
+
+    /// From the architecture and each tensor's (type, bytes, elements).
+    fn new(arch: &str, tensors: impl Iterator<Item = (GgmlType, u64, u64)>, engine: &Engine) -> Description {
         let mut by_type = std::collections::BTreeMap::new();
         let (mut size, mut params) = (0u64, 0u64);
-        for (_, t) in gguf.tensors() {
-            *by_type.entry(t.ty).or_insert(0u64) += t.n_bytes;
-            size += t.n_bytes;
-            params += t.n_elements();
+        for (ty, bytes, elements) in tensors {
+            *by_type.entry(ty).or_insert(0u64) += bytes;
+            size += bytes;
+            params += elements;
         }
         let main_type = by_type.iter().max_by_key(|(_, &b)| b).map_or("?", |(ty, _)| ty.name());
         let adapter = engine.gpu().adapter();
         let features = engine.gpu().features();
-        Ok(Description {
+        Description {
             model: format!("{arch} {} {main_type}", short_count(params)),
             size,
             params,
             backend: format!("{:?}", adapter.backend),
             adapter: adapter.name.clone(),
             shaders: if features.shader_f16 { "f16" } else { "f32" },
-        })
+        }
     }
+}
+
+/// `--dispatches`: the decode step's list, then the prefill's (batch `n_prompt`, at most one prefill chunk).
+fn print_dispatches(engine: &mut Engine, n_prompt: usize) -> Result<()> {
+    let session = engine.session();
+    for (what, batch) in [("decode", 1), ("prefill", n_prompt.clamp(1, session.prefill_batch()))] {
+        let list = session.dispatch_list(batch)?;
+        println!("# {what}: batch {batch}, {} dispatches", list.len());
+        for line in list {
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 fn short_count(n: u64) -> String {

@@ -12,6 +12,7 @@ mod openai;
 mod perplexity;
 mod run;
 mod serve;
+mod synth;
 mod text;
 mod web;
 
@@ -49,6 +50,8 @@ enum Command {
     Web(web::WebArgs),
     /// Score a text: perplexity over windows of N tokens, as llama.cpp's llama-perplexity computes it.
     Perplexity(perplexity::PerplexityArgs),
+    /// Write a GGUF with random weights at the exact shape of an R1 distill (r1-qwen-7b, r1-llama-8b, ...).
+    Synth(synth::SynthArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -93,6 +96,7 @@ fn dispatch(command: Command) -> webr1::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Web(args) => web::run(&args),
         Command::Perplexity(args) => perplexity::run(&args),
+        Command::Synth(args) => synth::run(&args),
     }
 }
 
@@ -165,11 +169,19 @@ pub(crate) fn load_engine(
     path: &std::path::Path,
     options: webr1::engine::EngineOptions,
 ) -> webr1::Result<webr1::engine::Engine> {
+    load_source(&mut webr1::engine::FileSource::new(path), options)
+}
+
+/// Loads a model from any source (a file, a synthetic model) with a progress bar on standard error.
+pub(crate) fn load_source(
+    source: &mut impl webr1::engine::ModelSource,
+    options: webr1::engine::EngineOptions,
+) -> webr1::Result<webr1::engine::Engine> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let engine = pollster::block_on(webr1::engine::Engine::load_file(path, options, |p| {
+    let engine = pollster::block_on(webr1::engine::Engine::load(source, options, |p| {
         bar.set_length(p.total);
         bar.set_position(p.done);
     }));

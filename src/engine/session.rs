@@ -212,6 +212,26 @@ impl Session {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// The residual stream after the last layer for the last fed tokens, `[batch, n_embd]` (for tests).
+    pub async fn hidden_state(&mut self) -> Result<Vec<f32>> {
+        let graph = self.last_batch.and_then(|b| self.graphs.get(&(b, HeadKind::Sample)));
+        let x =
+            graph.ok_or_else(|| err!(Usage, "no tokens were fed since the last rewind or scoring"))?.hidden().clone();
+        Ok(bytemuck::pod_collect_to_vec(&x.read_bytes(&self.gpu).await?))
+    }
+
+    /// The dispatch list that generation runs for a batch of `batch` tokens, one line per dispatch
+    /// ([`crate::gpu::Dispatch::describe`]); built now if it was not yet.
+    pub fn dispatch_list(&mut self, batch: usize) -> Result<Vec<String>> {
+        self.ensure_graph(batch, HeadKind::Sample)?;
+        Ok(self.graphs[&(batch, HeadKind::Sample)].describe())
+    }
+
+    /// Prompt tokens per prefill dispatch list.
+    pub fn prefill_batch(&self) -> usize {
+        self.prefill_batch
+    }
+
     /// Dispatches per decode step.
     pub fn decode_dispatches(&self) -> usize {
         self.graphs.get(&(1, HeadKind::Sample)).map_or(0, Graph::len)

@@ -64,7 +64,7 @@ impl GgufWriter {
     }
 
     /// Offsets of the tensors in the data section, each aligned.
-    fn offsets(&self) -> Vec<u64> {
+    pub fn offsets(&self) -> Vec<u64> {
         let mut next = 0;
         self.tensors
             .iter()

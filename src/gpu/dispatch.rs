@@ -14,6 +14,8 @@ use crate::{err, Result};
 #[derive(Debug, Clone)]
 pub struct Dispatch {
     label: String,
+    /// The kernel, its macros and its parameters, for comparing dispatch lists ([`Dispatch::describe`]).
+    signature: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
@@ -34,6 +36,14 @@ impl Dispatch {
 
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+
+    /// One line that names the kernel (`shader::entry`), its macros, its workgroup grid and its parameters (the
+    /// uniform's words: the shapes it runs at). Two dispatch lists that describe alike run the same kernels at the
+    /// same shapes.
+    pub fn describe(&self) -> String {
+        let [x, y, z] = self.workgroups;
+        format!("{} grid {x}x{y}x{z} {}", self.label, self.signature)
     }
 }
 
@@ -84,6 +94,9 @@ impl Dispatch {
     pub fn new(gpu: &Gpu, launch: Launch<'_>) -> Result<Dispatch> {
         let pipeline = gpu.pipelines().get(gpu.device(), launch.shader, launch.entry, &launch.macros)?;
         let label = format!("{}::{}", launch.shader, launch.entry);
+        let words: Vec<String> =
+            launch.params.chunks(4).map(|w| w.iter().rev().map(|b| format!("{b:02x}")).collect()).collect();
+        let signature = format!("[{}] params [{}]", launch.macros.describe(), words.join(" "));
         let uniform = match launch.params.is_empty() {
             true => None,
             false => {
@@ -113,7 +126,7 @@ impl Dispatch {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Ok(Dispatch { label, pipeline, bind_group, workgroups: launch.workgroups })
+        Ok(Dispatch { label, signature, pipeline, bind_group, workgroups: launch.workgroups })
     }
 }
 

@@ -77,7 +77,7 @@ pub struct Graph {
     pub inputs: StepInputs,
     pub head: Head,
     dispatches: Vec<Dispatch>,
-    _acts: Activations,
+    acts: Activations,
 }
 
 impl Graph {
@@ -191,7 +191,7 @@ impl Graph {
                 Head::Score { targets, logits, nll }
             }
         };
-        Ok(Graph { batch, inputs, head, dispatches: d, _acts: a })
+        Ok(Graph { batch, inputs, head, dispatches: d, acts: a })
     }
 
     /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.
@@ -217,6 +217,16 @@ impl Graph {
             Head::Score { .. } => Err(err!(Usage, "{} targets for a graph of batch {}", targets.len(), self.batch)),
             Head::Sample { .. } => Err(err!(Usage, "a sampling graph has no targets")),
         }
+    }
+
+    /// The residual stream after the last layer (before the final norm): `f32 [batch, n_embd]`, for tests.
+    pub fn hidden(&self) -> &Tensor {
+        &self.acts.x
+    }
+
+    /// One line per dispatch ([`Dispatch::describe`]): what `webr1 bench --dispatches` prints.
+    pub fn describe(&self) -> Vec<String> {
+        self.dispatches.iter().map(Dispatch::describe).collect()
     }
 
     /// Dispatches in the pass (for reports and tests).
