@@ -16,7 +16,7 @@ const ODD_GRAPHS_KEPT: usize = 4;
 
 /// One position's highest logits, highest first (ties: lower id first), and the log-sum-exp over the vocabulary,
 /// so that `logit - lse` is a log-probability: what the golden fixtures record per step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TopLogits {
     pub top: Vec<(u32, f32)>,
     pub lse: f32,
@@ -191,11 +191,16 @@ impl Session {
 
     /// The last sampling graph's logits and sampled token.
     fn last_head(&self) -> Result<(&Tensor, &Tensor)> {
-        let graph = self.last_batch.and_then(|b| self.graphs.get(&(b, HeadKind::Sample)));
-        match graph.map(|g| &g.head) {
-            Some(Head::Sample { logits, token }) => Ok((logits, token)),
-            _ => Err(err!(Usage, "no tokens were fed since the last rewind or scoring")),
+        match &self.last_graph()?.head {
+            Head::Sample { logits, token } => Ok((logits, token)),
+            Head::Score { .. } => Err(err!(Usage, "no tokens were fed since the last rewind or scoring")),
         }
+    }
+
+    /// The sampling graph that ran last.
+    fn last_graph(&self) -> Result<&Graph> {
+        let graph = self.last_batch.and_then(|b| self.graphs.get(&(b, HeadKind::Sample)));
+        graph.ok_or_else(|| err!(Usage, "no tokens were fed since the last rewind or scoring"))
     }
 
     /// The token sampled after the last fed token (reads back 4 bytes).
@@ -214,9 +219,7 @@ impl Session {
 
     /// The residual stream after the last layer for the last fed tokens, `[batch, n_embd]` (for tests).
     pub async fn hidden_state(&mut self) -> Result<Vec<f32>> {
-        let graph = self.last_batch.and_then(|b| self.graphs.get(&(b, HeadKind::Sample)));
-        let x =
-            graph.ok_or_else(|| err!(Usage, "no tokens were fed since the last rewind or scoring"))?.hidden().clone();
+        let x = self.last_graph()?.hidden().clone();
         Ok(bytemuck::pod_collect_to_vec(&x.read_bytes(&self.gpu).await?))
     }
 

@@ -235,8 +235,7 @@ async fn run_teacher_forced(slot: &Rc<RefCell<Slot>>, ids: &[u32], top_k: usize)
     let mut engine = take(slot)?;
     let result = teacher_forced(&mut engine, ids, top_k).await;
     give_back(slot, engine);
-    let rows: Vec<_> = result?.into_iter().map(|t| serde_json::json!({ "top": t.top, "lse": t.lse })).collect();
-    to_value(&rows)
+    to_value(&result?)
 }
 
 async fn generate_with(engine: &mut Engine, request: Request, on_event: &Function) -> Result<JsValue> {
