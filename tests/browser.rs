@@ -20,15 +20,8 @@ const TEACHER_FORCED_TOKENS: usize = 128;
 /// Writes the native f32 reference of the teacher-forced browser test; `None` (after saying why) without the text,
 /// the model or a GPU adapter, which under `CI=true` fail instead.
 fn native_teacher_forced() -> Option<PathBuf> {
-    let text_path = Path::new("/usr/share/common-licenses/GFDL-1.3");
-    let text = match std::fs::read_to_string(text_path) {
-        Ok(text) => text,
-        Err(e) => {
-            assert!(!common::in_ci(), "{}: {e}", text_path.display());
-            eprintln!("SKIP: the teacher-forced browser test: {}: {e}", text_path.display());
-            return None;
-        }
-    };
+    let text_path = Path::new(common::LICENSES).join("GFDL-1.3");
+    let text = common::text(&text_path)?;
     pollster::block_on(async {
         let options = EngineOptions {
             gpu: GpuOptions { force_f32: true, ..GpuOptions::default() },
@@ -36,15 +29,11 @@ fn native_teacher_forced() -> Option<PathBuf> {
             ..EngineOptions::default()
         };
         let mut engine = common::engine("smol135", options).await?;
-        let tokenizer = engine.tokenizer();
-        let mut ids: Vec<u32> = tokenizer.bos.filter(|_| tokenizer.add_bos).into_iter().collect();
-        ids.extend(tokenizer.encode(&text).unwrap());
-        ids.truncate(TEACHER_FORCED_TOKENS);
+        let ids = common::leading_tokens(engine.tokenizer(), &text, TEACHER_FORCED_TOKENS);
         let started = std::time::Instant::now();
         let rows = teacher_forced(&mut engine, &ids, 10).await.unwrap();
         eprintln!("native f32 teacher-forced logits of {} tokens in {:.1?}", ids.len(), started.elapsed());
-        let steps: Vec<_> = rows.iter().map(|t| serde_json::json!({ "top": t.top, "lse": t.lse })).collect();
-        let json = serde_json::json!({ "text": text_path, "ids": ids, "steps": steps });
+        let json = serde_json::json!({ "text": text_path, "ids": ids, "steps": rows });
         let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("native-teacher-forced.smol135.json");
         std::fs::write(&path, json.to_string()).unwrap();
         Some(path)

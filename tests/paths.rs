@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use webr1::engine::{perplexity, teacher_forced, Engine, EngineOptions, PerplexityOptions, TopLogits};
 use webr1::gpu::GpuOptions;
 
-const LICENSES: &str = "/usr/share/common-licenses";
 const CTX: usize = 512;
 const WINDOWS: usize = 2;
 
@@ -48,24 +47,13 @@ const LLAMA_CPP_F32: &[(&str, [f64; 2])] = &[
 fn texts() -> Vec<(&'static str, PathBuf)> {
     let path = |name: &str| match name {
         "ppl.txt" => common::fixture(name),
-        _ => Path::new(LICENSES).join(name),
+        _ => Path::new(common::LICENSES).join(name),
     };
     let names: Vec<&'static str> = match common::slow() {
         true => LLAMA_CPP_F32.iter().map(|(name, _)| *name).collect(),
         false => vec!["GFDL-1.3"],
     };
     names.into_iter().map(|name| (name, path(name))).collect()
-}
-
-fn read(path: &Path) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(e) => {
-            assert!(!common::in_ci(), "{}: {e} (Debian's base-files ships it)", path.display());
-            eprintln!("SKIP: {}: {e}", path.display());
-            None
-        }
-    }
 }
 
 /// smol135 on the forced-f32 path and on the default path, with a context of one window.
@@ -105,7 +93,7 @@ fn both_paths_score_every_window_as_llama_cpp_does() {
         let Some(mut engines) = engines().await else { return };
         let mut failures = Vec::new();
         for (name, path) in texts() {
-            let Some(text) = read(&path) else { continue };
+            let Some(text) = common::text(&path) else { continue };
             let reference = LLAMA_CPP_F32.iter().find(|(n, _)| *n == name).map(|(_, r)| per_window(r));
             let mut windows = Vec::new();
             for (which, engine) in &mut engines {
@@ -166,13 +154,10 @@ fn compare(at: usize, f32_path: &TopLogits, default_path: &TopLogits, failures: 
 #[test]
 fn both_paths_give_the_same_teacher_forced_logits() {
     let n = if common::slow() { CTX } else { 256 };
-    let Some(text) = read(&Path::new(LICENSES).join("GFDL-1.3")) else { return };
+    let Some(text) = common::text(&Path::new(common::LICENSES).join("GFDL-1.3")) else { return };
     pollster::block_on(async {
         let Some(mut engines) = engines().await else { return };
-        let tokenizer = engines[0].1.tokenizer();
-        let mut tokens: Vec<u32> = tokenizer.bos.filter(|_| tokenizer.add_bos).into_iter().collect();
-        tokens.extend(tokenizer.encode(&text).unwrap());
-        tokens.truncate(n);
+        let tokens = common::leading_tokens(engines[0].1.tokenizer(), &text, n);
         let f32_top = teacher_forced(&mut engines[0].1, &tokens, 10).await.unwrap();
         let default_top = teacher_forced(&mut engines[1].1, &tokens, 40).await.unwrap();
         assert_eq!((f32_top.len(), default_top.len()), (n, n));

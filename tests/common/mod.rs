@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: where the fixtures and test models are, and the skip-or-fail rule.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A fixture file copied from llama.cpp's golden outputs into `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -16,6 +16,29 @@ pub fn jsonl(name: &str) -> Vec<serde_json::Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
         .collect()
+}
+
+/// Where Debian's base-files keeps the license texts the cross-checks score (`tests/paths.rs`, `tests/browser.rs`).
+pub const LICENSES: &str = "/usr/share/common-licenses";
+
+/// The text at `path`, or `None` after a loud SKIP when it cannot be read, which under `CI=true` fails instead.
+pub fn text(path: &Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            assert!(!in_ci(), "{}: {e} (Debian's base-files ships it)", path.display());
+            eprintln!("SKIP: {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// The first `n` tokens of `text` as a fresh sequence: BOS first when the vocabulary adds it, as perplexity does.
+pub fn leading_tokens(tokenizer: &webr1::tokenizer::Tokenizer, text: &str, n: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = tokenizer.bos.filter(|_| tokenizer.add_bos).into_iter().collect();
+    ids.extend(tokenizer.encode(text).unwrap());
+    ids.truncate(n);
+    ids
 }
 
 pub fn in_ci() -> bool {
