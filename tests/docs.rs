@@ -308,9 +308,12 @@ fn invocation(line: &str, subs: &[String]) -> Option<(String, Vec<String>)> {
     Some((sub.clone(), tokens[at + 2..].to_vec()))
 }
 
-/// The flags README.md gives each subcommand, with their lines, and the subcommands it has a section for.
-fn readme_flags(subs: &[String]) -> (BTreeMap<String, Vec<(usize, String)>>, BTreeSet<String>) {
-    let mut flags: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+/// The flags README.md shows for each subcommand, each with its line.
+type Shown = BTreeMap<String, Vec<(usize, String)>>;
+
+/// The flags README.md gives each subcommand, and the subcommands it has a section for.
+fn readme_flags(subs: &[String]) -> (Shown, BTreeSet<String>) {
+    let mut flags = Shown::new();
     let mut sections = BTreeSet::new();
     let mut current: Option<String> = None;
     for item in markdown(&read("README.md")) {
