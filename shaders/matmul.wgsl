@@ -1,6 +1,6 @@
 #include "common.wgsl"
 #include "dequant.wgsl"
-// Quantised matrix × many vectors, for prefill (DESIGN.md decision 6):
+// Quantised matrix × many vectors, for prefill (ARCHITECTURE.md §6):
 //
 //     y[t, first_row + r] = sum_k W[r, k] * x[t, k]      for t < n_tokens, r < rows
 //

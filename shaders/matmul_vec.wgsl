@@ -1,6 +1,6 @@
 #include "common.wgsl"
 #include "dequant.wgsl"
-// Quantised matrix × a few vectors, for decode (DESIGN.md decision 6):
+// Quantised matrix × a few vectors, for decode (ARCHITECTURE.md §6):
 //
 //     y[t, first_row + r] = sum_k W[r, k] * x[t, k]      for t < N_TOKENS, r < rows
 //

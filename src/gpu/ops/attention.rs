@@ -1,5 +1,5 @@
 //! Causal grouped-query attention over the KV cache: `shaders/attention_prefill.wgsl` for a batch of tokens and
-//! `shaders/attention_decode.wgsl` for one token at a time (DESIGN.md decision 6).
+//! `shaders/attention_decode.wgsl` for one token at a time (ARCHITECTURE.md §6).
 //!
 //! - **Prefill** is flash-style (Dao et al. 2022, "FlashAttention"): K/V tiles in workgroup memory, shared by the
 //!   query heads of a GQA group and by neighbouring tokens, with an online softmax.
@@ -7,7 +7,7 @@
 //!   (maximum, sum, weighted values) to a scratch buffer allocated at build time for the whole context (one per
 //!   dispatch list, or one shared by all layers through [`attention_decode_with`]), then a combine pass merges them
 //!   (the "flash decoding" split-K of llama.cpp's Vulkan and WebGPU backends), so decode stays parallel as the
-//!   context grows (DESIGN.md decision 7).
+//!   context grows (ARCHITECTURE.md §7).
 //!
 //! Both read the engine's `step` tensor (`[n_past, n_tokens, 0, 0]`, `u32`) when they run: token `t < n_tokens` of the
 //! batch sees cache rows `0 ..= n_past + t` (rows past the cache are never read), and output rows from `n_tokens` on

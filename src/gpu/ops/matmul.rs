@@ -1,6 +1,6 @@
 //! Matrix products with quantised weights: `y[t, r] = Σ_k W[r, k] · x[t, k]`, reading W's raw GGML blocks and
-//! dequantising them in registers (`shaders/dequant.wgsl`, DESIGN.md decision 1), with separate kernels for decode
-//! and prefill (decision 6):
+//! dequantising them in registers (`shaders/dequant.wgsl`, ARCHITECTURE.md §1), with separate kernels for decode
+//! and prefill (ARCHITECTURE.md §6):
 //!
 //! - [`matmul_vec`](super::matmul_vec::matmul_vec) (`shaders/matmul_vec.wgsl`, module [`super::matmul_vec`]): a few
 //!   tokens (1..=[`MAX_VEC_TOKENS`]). Memory-bound: every weight is read once and serves every token.
