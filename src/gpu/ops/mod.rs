@@ -20,8 +20,11 @@ pub mod rope;
 pub mod sample;
 
 pub use attention::{attention, AttentionIo, AttentionShape};
-pub use attention_decode::{attention_decode, attention_decode_partials, attention_decode_with};
-pub use attention_prefill::attention_prefill;
+pub use attention_decode::{
+    attention_decode, attention_decode_partials, attention_decode_partials_for, attention_decode_with,
+    attention_decode_with_shape, DecodeShape,
+};
+pub use attention_prefill::{attention_prefill, attention_prefill_with_shape, PrefillShape, PREFILL_MEMORY_CAP};
 pub use elementwise::{add, mul, scale, silu_mul};
 pub use get_rows::get_rows;
 pub use kv_store::kv_store;
