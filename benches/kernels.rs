@@ -1,7 +1,9 @@
 //! Throughput of the quantised matrix kernels on the adapter wgpu picks (`WGPU_BACKEND` honoured): the tiled GEMM
 //! (prefill) and the matrix × vector kernel (decode), at the shapes of Qwen2.5-0.5B's and R1-Distill-Qwen-1.5B's
 //! projections, for the weight types their GGUFs use. Prints GFLOP/s (2 · rows · k · tokens per second) and the weight
-//! bytes read per second.
+//! bytes read per second. Then attention at R1-Distill-Qwen-1.5B's and -7B's heads with the KV cache in f16 (f32 with
+//! `--f32`): decode (`dec`) and a prefill of 256 tokens (`pre`), `n` being the context the last token sees; GFLOP/s
+//! and the cache bytes read per second.
 //!
 //! `cargo bench --bench kernels [-- FILTER]`; `--f32` forces the f32 path. Random weights: speed does not depend on
 //! the values.
@@ -9,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use pollster::block_on;
-use webr1::gpu::ops::{matmul_tiled, matmul_vec};
+use webr1::gpu::ops::{attention, matmul_tiled, matmul_vec, AttentionIo, AttentionShape};
 use webr1::gpu::{DType, Dispatch, Gpu, GpuOptions, SplitWeight, Tensor};
 use webr1::quant::GgmlType;
 
@@ -85,6 +87,65 @@ fn main() {
                     seconds * 1e3,
                     flops / seconds / 1e9,
                     bytes.len() as f64 / seconds / 1e9
+                );
+            }
+        }
+    }
+    attention_benches(&gpu, &filter);
+}
+
+/// (label, n_head, n_head_kv, head_dim): the attention of R1-Distill-Qwen-1.5B and -7B.
+const ATTENTION_HEADS: [(&str, u32, u32, u32); 2] =
+    [("1.5B attention 12/2x128", 12, 2, 128), ("7B attention 28/4x128", 28, 4, 128)];
+
+/// Decode attention at contexts of 512 and 4096 keys, and prefill of 256 tokens after 0 and 1024, in the shapes the
+/// device is given.
+fn attention_benches(gpu: &Gpu, filter: &[&String]) {
+    let dtype = if gpu.features().shader_f16 { DType::F16 } else { DType::F32 };
+    let ctx = 4096u32;
+    for (label, n_head, n_head_kv, head_dim) in ATTENTION_HEADS {
+        if !filter.is_empty() && !filter.iter().any(|f| label.contains(f.as_str())) {
+            continue;
+        }
+        let row = (n_head_kv * head_dim) as usize;
+        let cache = || {
+            match dtype {
+                DType::F16 => Tensor::from_f16(
+                    gpu,
+                    "cache",
+                    &[ctx as usize, row],
+                    &vec![half::f16::from_f32(0.01); ctx as usize * row],
+                ),
+                _ => Tensor::from_f32(gpu, "cache", &[ctx as usize, row], &vec![0.01; ctx as usize * row]),
+            }
+            .expect("cache")
+        };
+        let (k, v) = (cache(), cache());
+        let cache_bytes_per_key = 2.0 * row as f64 * if dtype == DType::F16 { 2.0 } else { 4.0 };
+        for (kernel, batch, runs) in [("dec", 1u32, [(511u32, 1u32), (4095, 1)]), ("pre", 256, [(0, 256), (1024, 256)])]
+        {
+            let shape = AttentionShape { n_head, n_head_kv, head_dim, ctx, batch };
+            let width = (n_head * head_dim) as usize;
+            let q =
+                Tensor::from_f32(gpu, "q", &[batch as usize, width], &vec![0.01; batch as usize * width]).expect("q");
+            let out = Tensor::new(gpu, "out", &[batch as usize, width], DType::F32).expect("out");
+            let step = Tensor::from_u32(gpu, "step", &[4], &[0, 0, 0, 0]).expect("step");
+            let io = AttentionIo { q: &q, k_cache: &k, v_cache: &v, out: &out, step: &step };
+            let dispatches = attention(gpu, io, shape).expect("dispatches");
+            for (n_past, n_tokens) in runs {
+                step.upload(gpu, bytemuck::cast_slice(&[n_past, n_tokens, 0, 0])).expect("step");
+                let seconds = time(gpu, &dispatches, &out);
+                // Token t sees n_past + t + 1 keys: 4 flops per key and dimension of each head (q·k and p·v).
+                let keys: f64 = (0..n_tokens).map(|t| f64::from(n_past + t + 1)).sum();
+                let flops = 4.0 * f64::from(n_head * head_dim) * keys;
+                let read = cache_bytes_per_key * f64::from(n_past + n_tokens);
+                println!(
+                    "{label:<26} {:>5} {kernel:>5} {:>4} {:>9.2} {:>9.2} {:>9.2}",
+                    dtype.name(),
+                    n_past + n_tokens,
+                    seconds * 1e3,
+                    flops / seconds / 1e9,
+                    read / seconds / 1e9
                 );
             }
         }

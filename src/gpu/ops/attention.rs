@@ -1,17 +1,20 @@
 //! Causal grouped-query attention over the KV cache: `shaders/attention_prefill.wgsl` for a batch of tokens and
 //! `shaders/attention_decode.wgsl` for one token at a time (ARCHITECTURE.md §6).
 //!
-//! - **Prefill** is flash-style (Dao et al. 2022, "FlashAttention"): K/V tiles in workgroup memory, shared by the
-//!   query heads of a GQA group and by neighbouring tokens, with an online softmax.
-//! - **Decode** splits the context into chunks of `CHUNK` keys handled by separate workgroups, each writing a partial
-//!   (maximum, sum, weighted values) to a scratch buffer allocated at build time for the whole context (one per
-//!   dispatch list, or one shared by all layers through [`attention_decode_with`]), then a combine pass merges them
-//!   (the "flash decoding" split-K of llama.cpp's Vulkan and WebGPU backends), so decode stays parallel as the
-//!   context grows (ARCHITECTURE.md §7).
+//! - **Prefill** is flash-style (Dao et al. 2022, "FlashAttention"): tiles of 32 query rows, the (token, head) pairs
+//!   of a GQA group, against K/V tiles of 32 keys staged in workgroup memory, with an online softmax; tiles past the
+//!   last key a workgroup's rows see are never visited. See [`super::attention_prefill`].
+//! - **Decode** splits the context between workgroups, each writing a partial (maximum, sum, weighted values) per
+//!   head to a scratch buffer allocated at build time for the whole context (one per dispatch list, or one shared by
+//!   all layers through [`super::attention_decode::attention_decode_with`]), then a combine pass merges them (the
+//!   "flash decoding" split-K of llama.cpp's Vulkan and WebGPU backends), so decode stays parallel as the context
+//!   grows (ARCHITECTURE.md §7). See [`super::attention_decode`].
 //!
 //! Both read the engine's `step` tensor (`[n_past, n_tokens, 0, 0]`, `u32`) when they run: token `t < n_tokens` of the
 //! batch sees cache rows `0 ..= n_past + t` (rows past the cache are never read), and output rows from `n_tokens` on
 //! are not written. The scale is `1 / sqrt(head_dim)`; softmax is computed in f32 with the running-maximum trick.
+//! Both kernels' shapes are chosen from the adapter and can be forced ([`super::attention_decode::DecodeShape`],
+//! [`super::attention_prefill::PrefillShape`]); the kernel tests run every shape a device can be given.
 
 use super::attention_decode::attention_decode;
 use super::attention_prefill::attention_prefill;
