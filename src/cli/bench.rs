@@ -137,17 +137,23 @@ fn prompt_speed(engine: &mut Engine, n: usize) -> Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// `n` decode steps of one token each, from an empty cache.
+/// `n` decode steps of one token each, from an empty cache, as generation runs them: each step is submitted before
+/// the previous step's token is read (see the token loop in `src/engine/session.rs`).
 fn generation_speed(engine: &mut Engine, n: usize) -> Result<f64> {
     let first = tokens(1, engine.tokenizer().n_vocab())[0];
     let session = engine.session();
     session.rewind(0);
+    session.set_sampling(&greedy(0))?;
     let start = Instant::now();
-    let mut token = first;
-    for step in 0..n {
-        session.set_sampling(&greedy(step as u32))?;
-        session.feed(&[token])?;
-        token = pollster::block_on(session.sampled())?;
+    session.feed(&[first])?;
+    for step in 1..=n {
+        if step < n {
+            session.advance()?;
+        }
+        let token = pollster::block_on(session.next_token())?;
+        if step < n {
+            session.keep(token)?;
+        }
     }
     Ok(n as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }

@@ -5,7 +5,7 @@ use super::Engine;
 use crate::chat::{Delta, Message, ReasoningSplitter, THINK_CLOSE};
 use crate::gpu::ops::SamplingParams;
 use crate::tokenizer::Detokenizer;
-use crate::{err, Result};
+use crate::{err, ErrorCode, Result};
 use std::collections::VecDeque;
 use web_time::Instant;
 
@@ -124,6 +124,8 @@ pub struct Generation<'e> {
     /// Content held back because it may be the start of a stop string.
     held: String,
     step: u32,
+    /// The token the prefill sampled, read to time the prefill.
+    first_token: Option<u32>,
     decode_started: Option<Instant>,
     finished: bool,
 }
@@ -155,6 +157,7 @@ impl<'e> Generation<'e> {
             token_ids: Vec::new(),
             held: String::new(),
             step: 0,
+            first_token: None,
             decode_started: None,
             finished: false,
         })
@@ -177,6 +180,10 @@ impl<'e> Generation<'e> {
     }
 
     /// Runs one step: the prefill on the first call, then one token.
+    ///
+    /// The step after this token is submitted before this token is read (when the generation may go on after it), so
+    /// the GPU computes while the CPU reads, decodes and checks the token: see the token loop in
+    /// `src/engine/session.rs`. If the generation ends at this token, that step is discarded.
     async fn advance(&mut self) -> Result<()> {
         if let Some((ids, _)) = self.prompt.take() {
             return self.prefill(ids).await;
@@ -184,7 +191,19 @@ impl<'e> Generation<'e> {
         if self.engine.abort.take() {
             return self.finish(FinishReason::Abort, None);
         }
-        let token = self.engine.session.sampled().await?;
+        let ahead = match self.may_go_on() {
+            true => match self.engine.session.advance() {
+                Ok(()) => true,
+                // No room for one more row: the token is read, and the context's end is reported below.
+                Err(e) if e.code == ErrorCode::ContextFull => false,
+                Err(e) => return Err(e),
+            },
+            false => false,
+        };
+        let token = match self.first_token.take() {
+            Some(token) => token,
+            None => self.engine.session.next_token().await?,
+        };
         if self.engine.tokenizer.is_eog(token) {
             return self.finish(FinishReason::Stop, None);
         }
@@ -196,9 +215,15 @@ impl<'e> Generation<'e> {
             return self.finish(FinishReason::Length, None);
         }
         let mut next = vec![token];
+        if ahead {
+            // The step in flight consumed the token: its cache row is kept.
+            self.engine.session.keep(token)?;
+            next.clear();
+        }
         if self.over_thinking_budget() {
             // Close the reasoning ourselves: the model then writes its answer. The closing tokens count towards
-            // max_tokens; when they do not fit, the generation ends here.
+            // max_tokens; when they do not fit, the generation ends here. (The token sampled by the step in flight
+            // is dropped: the closing tokens come instead.)
             let close = self.engine.tokenizer.encode(&format!("\n{THINK_CLOSE}\n\n"))?;
             if self.request.max_tokens.is_some_and(|max| self.usage.completion_tokens + close.len() >= max) {
                 return self.finish(FinishReason::Length, None);
@@ -206,7 +231,19 @@ impl<'e> Generation<'e> {
             self.accept(&close, true)?;
             next.extend(close);
         }
-        self.feed(&next)
+        match next.is_empty() {
+            true => {
+                self.step += 1;
+                Ok(())
+            }
+            false => self.feed(&next),
+        }
+    }
+
+    /// Whether the generation may continue after the token about to be read: it will not reach `max_tokens`. (An
+    /// end-of-generation token or a stop string is known only once the token is read.)
+    fn may_go_on(&self) -> bool {
+        self.request.max_tokens.is_none_or(|max| self.usage.completion_tokens + 1 < max)
     }
 
     async fn prefill(&mut self, ids: Vec<u32>) -> Result<()> {
@@ -225,7 +262,7 @@ impl<'e> Generation<'e> {
         let start = Instant::now();
         session.feed(&ids[reuse..])?;
         // Wait for the prefill to finish before timing it: reading the sampled token does.
-        let _ = session.sampled().await?;
+        self.first_token = Some(session.next_token().await?);
         let secs = start.elapsed().as_secs_f64().max(1e-9);
         self.usage.prefill_tokens_per_second = (ids.len() - reuse) as f64 / secs;
         self.decode_started = Some(Instant::now());
@@ -316,6 +353,8 @@ impl<'e> Generation<'e> {
             return Ok(());
         }
         self.finished = true;
+        // A step submitted ahead of this end is dropped, and its cache row forgotten.
+        self.engine.session.discard();
         let tail = self.detok.finish();
         let mut deltas = self.splitter.push(&tail);
         deltas.extend(self.splitter.finish());

@@ -40,6 +40,16 @@ pub struct AdapterSummary {
     pub driver_info: String,
 }
 
+impl AdapterSummary {
+    /// Whether this adapter runs on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader, a browser's fallback adapter):
+    /// kernels whose best shape differs there ask this (see `src/gpu/ops/matmul_vec.rs`).
+    pub fn is_software(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
+        self.device_type == wgpu::DeviceType::Cpu
+            || ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|n| name.contains(n))
+    }
+}
+
 impl fmt::Display for AdapterSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({:?}, {:?})", self.name, self.backend, self.device_type)?;
@@ -340,6 +350,22 @@ impl Gpu {
             Some(why) => lost(&why),
             None => err!(GpuDeviceLost, "waiting for the GPU failed: {e}"),
         })?;
+        Ok(())
+    }
+
+    /// Natively, blocks until `submission` has run (later submissions may still be running: the GPU stays busy) and
+    /// runs pending callbacks (buffer maps). On the web this does nothing: the browser runs callbacks from its event
+    /// loop.
+    pub fn wait_for(&self, submission: &wgpu::SubmissionIndex) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission.clone()), timeout: None }).map_err(
+            |e| match self.lost_reason() {
+                Some(why) => lost(&why),
+                None => err!(GpuDeviceLost, "waiting for the GPU failed: {e}"),
+            },
+        )?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
         Ok(())
     }
 

@@ -357,25 +357,38 @@ impl Readback {
         let mut encoder =
             gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(source, offset, &self.staging, 0, copy);
-        gpu.queue().submit([encoder.finish()]);
-        gpu.count_read_back(copy);
 
-        let (future, signal) = map_signal();
-        self.staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));
-        gpu.wait_idle()?;
-        let mapped = future.await;
-        let was_mapped = mapped.is_ok();
-        let data = mapped.map_err(|e| e.to_string()).and_then(|()| {
-            let view = self.staging.get_mapped_range(0..copy).map_err(|e| e.to_string())?;
-            Ok(view[..len as usize].to_vec())
-        });
-        if was_mapped {
-            self.staging.unmap();
-        }
-        // An error the device reported (a rejected dispatch, a lost device) explains a failed map, and voids the data.
-        gpu.check()?;
-        data.map_err(|e| err!(GpuValidation, "reading GPU memory back failed: {e}"))
+        let submission = gpu.queue().submit([encoder.finish()]);
+        read_mapped(gpu, &self.staging, len, &submission).await
     }
+}
+
+/// Maps the first `len` bytes of `staging` (a `MAP_READ` buffer) once `submission` has run, and copies them out.
+/// Natively this blocks until then ([`Gpu::wait_for`]); in the browser it awaits `mapAsync`, and the GPU goes on with
+/// any later submissions meanwhile. Errors the device reported ([`Gpu::check`]) are returned instead of the data.
+pub(crate) async fn read_mapped(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    len: u64,
+    submission: &wgpu::SubmissionIndex,
+) -> Result<Vec<u8>> {
+    let copy = len.next_multiple_of(4);
+    gpu.count_read_back(copy);
+    let (future, signal) = map_signal();
+    staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));
+    gpu.wait_for(submission)?;
+    let mapped = future.await;
+    let was_mapped = mapped.is_ok();
+    let data = mapped.map_err(|e| e.to_string()).and_then(|()| {
+        let view = staging.get_mapped_range(0..copy).map_err(|e| e.to_string())?;
+        Ok(view[..len as usize].to_vec())
+    });
+    if was_mapped {
+        staging.unmap();
+    }
+    // An error the device reported (a rejected dispatch, a lost device) explains a failed map, and voids the data.
+    gpu.check()?;
+    data.map_err(|e| err!(GpuValidation, "reading GPU memory back failed: {e}"))
 }
 
 type MapResult = std::result::Result<(), wgpu::BufferAsyncError>;

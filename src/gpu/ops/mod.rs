@@ -27,11 +27,11 @@ pub use get_rows::get_rows;
 pub use kv_store::kv_store;
 pub use matmul::{matmul, matmul_into, Epilogue, MAX_VEC_TOKENS};
 pub use matmul_tiled::{matmul_tiled, matmul_tiled_into, matmul_tiled_with};
-pub use matmul_vec::{matmul_vec, matmul_vec_into};
+pub use matmul_vec::{matmul_vec, matmul_vec_into, matmul_vec_with, silu_mul_vec, silu_mul_vec_with, VecShape};
 pub use nll::nll;
 pub use rms_norm::rms_norm;
-pub use rope::{rope, RopeParams};
-pub use sample::{argmax, draw_uniform, sample, SamplingParams};
+pub use rope::{rope, rope_store, RopeParams, RopeStoreIo};
+pub use sample::{argmax, argmax_next, draw_uniform, sample, sample_next, NextStep, SamplingParams};
 
 use super::context::Gpu;
 use super::tensor::{DType, Tensor};
