@@ -16,6 +16,7 @@
 use super::kv_store::check_step;
 use super::{activation, index_u32};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::{Access, Extent};
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -98,7 +99,13 @@ pub fn attention_prefill(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) 
             entry: "attention_prefill",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(out)]),
+            bindings: vec![
+                Some(Bind::Tensor(q)),
+                Some(Bind::Declared(k_cache, cached_rows(shape, k_cache))),
+                Some(Bind::Declared(v_cache, cached_rows(shape, v_cache))),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Tensor(out)),
+            ],
             workgroups,
         },
     )
@@ -150,6 +157,9 @@ pub fn attention_decode_with(
         return Err(err!(Usage, "attention_decode: partials needs a buffer of its own"));
     }
     let words = [n_head, n_head_kv, ctx, n_chunks, shape.scale().to_bits(), 0, 0, 0];
+    // The chunks the step attends write their records, which the combine pass reads.
+    let record_bytes = u64::from(n_head) * u64::from(head_dim + 2) * 4;
+    let records = Extent::PerCachedRows { bytes: record_bytes, rows: u64::from(chunk) };
     let macros = Macros::new().u32("HEAD_DIM", head_dim).u32("GROUP", group).u32("CHUNK", chunk).bool("F16", f16);
     let chunks = Dispatch::new(
         gpu,
@@ -158,7 +168,14 @@ pub fn attention_decode_with(
             entry: "attention_decode",
             macros: macros.clone(),
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(partials), None]),
+            bindings: vec![
+                Some(Bind::Tensor(q)),
+                Some(Bind::Declared(k_cache, cached_rows(shape, k_cache))),
+                Some(Bind::Declared(v_cache, cached_rows(shape, v_cache))),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(partials, Access::writes(records))),
+                None,
+            ],
             workgroups: grid_2d(gpu, "attention_decode", n_chunks, n_head_kv)?,
         },
     )?;
@@ -169,16 +186,23 @@ pub fn attention_decode_with(
             entry: "attention_combine",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([None, None, None, Some(step), Some(partials), Some(out)]),
+            bindings: vec![
+                None,
+                None,
+                None,
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(partials, Access::reads(records))),
+                Some(Bind::Tensor(out)),
+            ],
             workgroups: grid(gpu, "attention_combine", n_head)?,
         },
     )?;
     Ok(vec![chunks, combine])
 }
 
-/// Bind group entries from tensors; `None` skips a binding the entry point does not use.
-fn tensors<const N: usize>(list: [Option<&Tensor>; N]) -> Vec<Option<Bind<'_>>> {
-    list.into_iter().map(|t| t.map(Bind::Tensor)).collect()
+/// What attention reads of a cache: the rows the step attends, `0 .. n_past + n_tokens`.
+fn cached_rows(shape: AttentionShape, cache: &Tensor) -> Access {
+    Access::reads(Extent::PerCachedRows { bytes: cache.byte_size() / u64::from(shape.ctx), rows: 1 })
 }
 
 /// Keys per decode workgroup (and its invocations): the largest of 128, 64, 32 whose workgroup memory fits the device
