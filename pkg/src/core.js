@@ -72,6 +72,14 @@ export class CoreEngine {
     return this.engine.teacher_forced(Uint32Array.from(ids), topK);
   }
 
+  // A hook for measurements and tests (not part of the package's API): `webr1 bench --profile` in the browser.
+  // Profiles `nTokens` greedy decode steps (after a prefill of `nPrompt` tokens unless 0) and resolves to
+  // `{decode, prefill}`: dispatches, submissions, waits and bytes read per token, GPU time per op where the adapter has
+  // timestamp-query (`timing`), wall time per token always. A cached chat prefix is lost.
+  profile(nTokens = 8, nPrompt = 0) {
+    return this.engine.profile(nTokens, nPrompt);
+  }
+
   abort() {
     this.engine.abort();
   }

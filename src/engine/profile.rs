@@ -1,5 +1,5 @@
 //! A profile of decode (and prefill) steps: what `webr1 bench --profile` prints and the browser's `profile` hook
-//! returns (README.md, "Benchmark").
+//! returns (README.md, `bench --profile`).
 //!
 //! Every number is read where the work happens ([`crate::gpu::profile`]): dispatches from [`Gpu::dispatches_encoded`],
 //! submissions and waits from [`Gpu::submits`], [`Gpu::waits`] and [`Gpu::idle_waits`], bytes from the buffer ranges
@@ -20,6 +20,7 @@
 
 use super::session::Session;
 use crate::gpu::ops::SamplingParams;
+use crate::gpu::profile::SubmitStep;
 use crate::gpu::{Dispatch, DispatchTimer, Gpu, StepShape};
 use crate::model::{KvCache, Weights};
 use crate::Result;
@@ -135,6 +136,8 @@ struct Tally {
 }
 
 impl Tally {
+    // A buffer's hash and equality are its identity, which its interior state (mapping) does not change.
+    #[allow(clippy::mutable_key_type)]
     fn new(weights: &Weights, cache: &KvCache) -> Tally {
         let mut roles = HashMap::new();
         for (layer, _, tensor) in weights.tensors() {
@@ -278,11 +281,7 @@ impl Session {
 }
 
 /// Runs `steps` with `submit` submitting each step's dispatches; returns the wall time in seconds.
-async fn run(
-    session: &mut Session,
-    steps: &Steps<'_>,
-    submit: &mut dyn FnMut(&Gpu, &[Dispatch], StepShape) -> Result<()>,
-) -> Result<f64> {
+async fn run(session: &mut Session, steps: &Steps<'_>, submit: &mut SubmitStep<'_>) -> Result<f64> {
     session.rewind(0);
     let start = Instant::now();
     match *steps {

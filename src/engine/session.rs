@@ -4,7 +4,8 @@
 
 use crate::config::ModelConfig;
 use crate::gpu::ops::SamplingParams;
-use crate::gpu::{DType, Dispatch, Gpu, Readback, StepShape, Tensor};
+use crate::gpu::profile::SubmitStep;
+use crate::gpu::{DType, Gpu, Readback, StepShape, Tensor};
 use crate::model::{Graph, Head, HeadKind, KvCache, Weights};
 use crate::{err, Result};
 use std::collections::HashMap;
@@ -121,11 +122,7 @@ impl Session {
 
     /// [`Session::feed`] with each chunk's dispatches submitted by `submit`, which is told the step they compute
     /// (the profiler's hook: `engine::profile`).
-    pub fn feed_with(
-        &mut self,
-        tokens: &[u32],
-        submit: &mut dyn FnMut(&Gpu, &[Dispatch], StepShape) -> Result<()>,
-    ) -> Result<()> {
+    pub fn feed_with(&mut self, tokens: &[u32], submit: &mut SubmitStep<'_>) -> Result<()> {
         self.check_room(tokens.len())?;
         for chunk in tokens.chunks(self.prefill_batch) {
             let n_past = self.cache.len();

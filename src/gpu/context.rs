@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::profile::{Counters, Submission};
+use super::profile::Counters;
 use super::shaders::PipelineCache;
 use crate::{err, Error, ErrorCode, Result};
 
@@ -343,7 +343,7 @@ impl Gpu {
     /// Natively, blocks in `device.poll` until `until` (or all submitted work) has finished and runs pending callbacks
     /// (buffer maps). Only [`Gpu::wait`] calls it, so that every wait is counted.
     #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn poll_until(&self, until: Option<&Submission>) -> Result<()> {
+    pub(crate) fn poll_until(&self, until: Option<&super::profile::Submission>) -> Result<()> {
         let poll = wgpu::PollType::Wait { submission_index: until.map(|s| s.index().clone()), timeout: None };
         self.device.poll(poll).map_err(|e| match self.lost_reason() {
             Some(why) => lost(&why),

@@ -1,5 +1,5 @@
 //! What the GPU was asked to do, counted where it happens: the measuring side of `webr1 bench --profile`
-//! (README.md, "Benchmark").
+//! (README.md, `bench --profile`).
 //!
 //! - **Counters** on [`Gpu`]: dispatches encoded ([`Gpu::encode`] and [`DispatchTimer::submit`] count them as they
 //!   record them), submissions ([`Gpu::submit_commands`], which every submit of the engine goes through), and waits
@@ -153,6 +153,13 @@ impl Bound {
         self.access.write.bytes(step, self.size)
     }
 }
+
+/// How a step's dispatches are submitted, given the step they compute: [`Gpu::submit`] normally; the profiler's
+/// hook tallies or times them (`Session::feed_with`).
+pub type SubmitStep<'a> = dyn FnMut(&Gpu, &[Dispatch], StepShape) -> Result<()> + 'a;
+
+/// A shader's binding declarations by binding number ([`declared_bindings`]).
+pub type Declarations = std::sync::Arc<HashMap<u32, Declared>>;
 
 /// The step a submission computes: `n_tokens` tokens after `n_past` cached ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::preprocess::{preprocess, Macros};
-use super::profile::{declared_bindings, Declared};
+use super::profile::{declared_bindings, Declarations};
 use crate::{err, Result};
 
 /// Every embedded shader: file stem → source. `#include "x.wgsl"` resolves here too.
@@ -60,7 +60,7 @@ pub struct PipelineCache {
     modules: Mutex<HashMap<(&'static str, Macros), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Each module's binding declarations (read, read_write, uniform), for the profile's byte counts.
-    declared: Mutex<HashMap<(&'static str, Macros), Arc<HashMap<u32, Declared>>>>,
+    declared: Mutex<HashMap<(&'static str, Macros), Declarations>>,
 }
 
 impl PipelineCache {
@@ -103,7 +103,7 @@ impl PipelineCache {
     }
 
     /// How shader `shader` with `macros` declares its bindings, by binding number (`gpu::profile`).
-    pub fn declared_bindings(&self, shader: &'static str, macros: &Macros) -> Result<Arc<HashMap<u32, Declared>>> {
+    pub fn declared_bindings(&self, shader: &'static str, macros: &Macros) -> Result<Declarations> {
         let key = (shader, macros.clone());
         if let Some(declared) = lock(&self.declared).get(&key) {
             return Ok(declared.clone());
