@@ -92,7 +92,7 @@ impl Access {
 
 /// A binding as a WGSL shader declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Declared {
+pub enum WgslBinding {
     Uniform,
     /// `var<storage, read>` (or `var<storage>`).
     Read,
@@ -100,18 +100,18 @@ pub enum Declared {
     ReadWrite,
 }
 
-impl Declared {
+impl WgslBinding {
     /// What a kernel touches of a binding declared so, unless its op function says otherwise.
     pub fn default_access(self) -> Access {
         match self {
-            Declared::Uniform | Declared::Read => Access::READ,
-            Declared::ReadWrite => Access::WRITE,
+            WgslBinding::Uniform | WgslBinding::Read => Access::READ,
+            WgslBinding::ReadWrite => Access::WRITE,
         }
     }
 }
 
 /// The `@group(0) @binding(N) var<...>` declarations of preprocessed WGSL, by binding number (comments skipped).
-pub fn declared_bindings(wgsl: &str) -> HashMap<u32, Declared> {
+pub fn declared_bindings(wgsl: &str) -> HashMap<u32, WgslBinding> {
     let mut out = HashMap::new();
     for line in wgsl.lines() {
         let code = line.split("//").next().unwrap_or("");
@@ -120,11 +120,11 @@ pub fn declared_bindings(wgsl: &str) -> HashMap<u32, Declared> {
         let Some(number) = rest.split(')').next().and_then(|n| n.trim().parse::<u32>().ok()) else { continue };
         let compact: String = rest.chars().filter(|c| !c.is_whitespace()).collect();
         let declared = if compact.contains("var<uniform>") {
-            Declared::Uniform
+            WgslBinding::Uniform
         } else if compact.contains("var<storage,read_write>") {
-            Declared::ReadWrite
+            WgslBinding::ReadWrite
         } else if compact.contains("var<storage,read>") || compact.contains("var<storage>") {
-            Declared::Read
+            WgslBinding::Read
         } else {
             continue;
         };
@@ -159,7 +159,7 @@ impl Bound {
 pub type SubmitStep<'a> = dyn FnMut(&Gpu, &[Dispatch], StepShape) -> Result<()> + 'a;
 
 /// A shader's binding declarations by binding number ([`declared_bindings`]).
-pub type Declarations = std::sync::Arc<HashMap<u32, Declared>>;
+pub type Declarations = std::sync::Arc<HashMap<u32, WgslBinding>>;
 
 /// The step a submission computes: `n_tokens` tokens after `n_past` cached ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -378,10 +378,10 @@ mod tests {
                     @group(0) @binding( 3 ) var<storage,read_write> y: array<f32>;\n";
         let d = declared_bindings(wgsl);
         assert_eq!(d.len(), 4);
-        assert_eq!(d[&0], Declared::Uniform);
-        assert_eq!(d[&1], Declared::Read);
-        assert_eq!(d[&2], Declared::Read);
-        assert_eq!(d[&3], Declared::ReadWrite);
+        assert_eq!(d[&0], WgslBinding::Uniform);
+        assert_eq!(d[&1], WgslBinding::Read);
+        assert_eq!(d[&2], WgslBinding::Read);
+        assert_eq!(d[&3], WgslBinding::ReadWrite);
     }
 
     #[test]
