@@ -101,8 +101,10 @@ fn print_text(d: &Description, decode: &Profile, prefill: Option<&Profile>) {
         p.wall_ms_per_token,
         p.tokens_per_second,
         p.bytes_read_per_token / (p.wall_ms_per_token * 1e6).max(1e-9),
-        p.gpu_ms_per_token
-            .map_or("-".into(), |g| format!("{g:.2} ms ({:.1} % of the wall time)", 100.0 * g / p.wall_ms_per_token)),
+        match (p.gpu_ms_per_token, p.timed_wall_ms_per_token) {
+            (Some(g), Some(w)) => format!("{g:.2} ms ({:.1} % of the timed run's wall time)", 100.0 * g / w),
+            _ => "-".into(),
+        },
     );
     if let Some(p) = prefill {
         println!();
