@@ -160,11 +160,12 @@ impl WebEngine {
     }
 
     /// A profile of `n_tokens` greedy decode steps from position 0, after a profiled prefill of `n_prompt` tokens
-    /// unless 0: what `webr1 bench --profile` measures natively (`webr1::engine::Profile`: dispatches, submissions,
-    /// waits and bytes read per token; GPU time per op where the adapter has `timestamp-query`, wall time always).
-    /// Resolves to `{decode, prefill}` (`prefill` is `null` for 0). A cached chat prefix is lost.
-    pub async fn profile(&self, n_tokens: u32, n_prompt: u32) -> std::result::Result<JsValue, JsValue> {
-        run_profile(&self.engine, n_tokens as usize, n_prompt as usize).await.map_err(to_js)
+    /// unless 0, each after an unprofiled warm-up run when `warmup`: what `webr1 bench --profile` measures natively
+    /// (`webr1::engine::Profile`: dispatches, submissions, waits and bytes read per token; GPU time per op where the
+    /// adapter has `timestamp-query`, wall time always). Resolves to `{decode, prefill}` (`prefill` is `null` for 0).
+    /// A cached chat prefix is lost.
+    pub async fn profile(&self, n_tokens: u32, n_prompt: u32, warmup: bool) -> std::result::Result<JsValue, JsValue> {
+        run_profile(&self.engine, n_tokens as usize, n_prompt as usize, warmup).await.map_err(to_js)
     }
 
     /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
@@ -247,14 +248,14 @@ async fn run_teacher_forced(slot: &Rc<RefCell<Slot>>, ids: &[u32], top_k: usize)
     to_value(&result?)
 }
 
-async fn run_profile(slot: &Rc<RefCell<Slot>>, n_tokens: usize, n_prompt: usize) -> Result<JsValue> {
+async fn run_profile(slot: &Rc<RefCell<Slot>>, n_tokens: usize, n_prompt: usize, warmup: bool) -> Result<JsValue> {
     let mut engine = take(slot)?;
-    let result = profile_with(&mut engine, n_tokens, n_prompt).await;
+    let result = profile_with(&mut engine, n_tokens, n_prompt, warmup).await;
     give_back(slot, engine);
     result
 }
 
-async fn profile_with(engine: &mut Engine, n_tokens: usize, n_prompt: usize) -> Result<JsValue> {
+async fn profile_with(engine: &mut Engine, n_tokens: usize, n_prompt: usize, warmup: bool) -> Result<JsValue> {
     if n_tokens == 0 || n_tokens.max(n_prompt) > engine.context_length() {
         return Err(err!(Usage, "profile: 1 to {} decode steps and prompt tokens", engine.context_length()));
     }
@@ -264,9 +265,9 @@ async fn profile_with(engine: &mut Engine, n_tokens: usize, n_prompt: usize) -> 
     let session = engine.session();
     let prefill = match n_prompt {
         0 => None,
-        _ => Some(session.profile_prefill(&ids, true).await?),
+        _ => Some(session.profile_prefill(&ids, warmup).await?),
     };
-    let decode = session.profile_decode(1, n_tokens, true).await?;
+    let decode = session.profile_decode(1, n_tokens, warmup).await?;
     to_value(&serde_json::json!({ "decode": decode, "prefill": prefill }))
 }
 
