@@ -4,7 +4,8 @@
 
 use crate::config::ModelConfig;
 use crate::gpu::ops::SamplingParams;
-use crate::gpu::{DType, Gpu, Readback, Tensor};
+use crate::gpu::profile::SubmitStep;
+use crate::gpu::{DType, Gpu, Readback, StepShape, Tensor};
 use crate::model::{Graph, Head, HeadKind, KvCache, Weights};
 use crate::{err, Result};
 use std::collections::HashMap;
@@ -113,11 +114,22 @@ impl Session {
     /// Computes `tokens` after those already in the cache, in chunks of at most the prefill batch; afterwards the
     /// logits and sampled token of the last one are ready. Fails when the context would overflow.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.feed_with(tokens, &mut |gpu, list, _| {
+            gpu.submit(list);
+            Ok(())
+        })
+    }
+
+    /// [`Session::feed`] with each chunk's dispatches submitted by `submit`, which is told the step they compute
+    /// (the profiler's hook: `engine::profile`).
+    pub fn feed_with(&mut self, tokens: &[u32], submit: &mut SubmitStep<'_>) -> Result<()> {
         self.check_room(tokens.len())?;
         for chunk in tokens.chunks(self.prefill_batch) {
             let n_past = self.cache.len();
             self.ensure_graph(chunk.len(), HeadKind::Sample)?;
-            self.graphs[&(chunk.len(), HeadKind::Sample)].submit(&self.gpu, chunk, n_past)?;
+            let step = StepShape { n_past, n_tokens: chunk.len() };
+            let graph = &self.graphs[&(chunk.len(), HeadKind::Sample)];
+            graph.submit_with(&self.gpu, chunk, n_past, &mut |gpu, list| submit(gpu, list, step))?;
             self.cache.extend(chunk);
             self.last_batch = Some(chunk.len());
         }

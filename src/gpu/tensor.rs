@@ -6,9 +6,9 @@
 //! webr1 tensor of shape `[n_vocab, n_embd]`. Quantised weights keep their raw GGML blocks ([`DType::Ggml`]); a row
 //! of `n` elements is `row_bytes(n)` bytes, a whole number of blocks.
 //!
-//! Readback is `map_async` plus a small future woken by the map callback. In the browser the callback runs from the
-//! event loop; natively [`Readback::read`] drives it with a blocking `device.poll`, so natively the future is ready by
-//! the time it is first polled.
+//! Readback is `map_async` plus a small future woken by the map callback, awaited through [`Gpu::wait`] (which counts
+//! it). In the browser the callback runs from the event loop; natively `Gpu::wait` drives it with a blocking
+//! `device.poll`, so natively the future is ready by the time it is first polled.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -357,13 +357,13 @@ impl Readback {
         let mut encoder =
             gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(source, offset, &self.staging, 0, copy);
-        gpu.queue().submit([encoder.finish()]);
+        let submission = gpu.submit_commands([encoder.finish()]);
         gpu.count_read_back(copy);
 
         let (future, signal) = map_signal();
         self.staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));
-        gpu.wait_idle()?;
-        let mapped = future.await;
+        // The one counted wait (natively `device.poll`, in the browser the map's promise): see `Gpu::wait`.
+        let mapped = gpu.wait(Some(&submission), future).await?;
         let was_mapped = mapped.is_ok();
         let data = mapped.map_err(|e| e.to_string()).and_then(|()| {
             let view = self.staging.get_mapped_range(0..copy).map_err(|e| e.to_string())?;

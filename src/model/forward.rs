@@ -196,6 +196,21 @@ impl Graph {
 
     /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.
     pub fn submit(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
+        self.submit_with(gpu, tokens, n_past, &mut |gpu, list| {
+            gpu.submit(list);
+            Ok(())
+        })
+    }
+
+    /// [`Graph::submit`] with the submission of the pass's dispatches left to `submit` (the profiler's hook:
+    /// `gpu::profile`).
+    pub fn submit_with(
+        &self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        n_past: usize,
+        submit: &mut dyn FnMut(&Gpu, &[Dispatch]) -> Result<()>,
+    ) -> Result<()> {
         if tokens.len() != self.batch {
             return Err(err!(Usage, "{} tokens for a graph of batch {}", tokens.len(), self.batch));
         }
@@ -204,8 +219,7 @@ impl Graph {
         gpu.write_buffer(self.inputs.pos.buffer(), 0, bytemuck::cast_slice(&pos))?;
         let step = [n_past as u32, tokens.len() as u32, 0, 0];
         gpu.write_buffer(self.inputs.step.buffer(), 0, bytemuck::cast_slice(&step))?;
-        gpu.submit(&self.dispatches);
-        Ok(())
+        submit(gpu, &self.dispatches)
     }
 
     /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].
@@ -227,6 +241,11 @@ impl Graph {
     /// One line per dispatch ([`Dispatch::describe`]): what `webr1 bench --dispatches` prints.
     pub fn describe(&self) -> Vec<String> {
         self.dispatches.iter().map(Dispatch::describe).collect()
+    }
+
+    /// The pass's dispatches, in order (for the profiler).
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
     }
 
     /// Dispatches in the pass (for reports and tests).
