@@ -72,6 +72,15 @@ export class CoreEngine {
     return this.engine.teacher_forced(Uint32Array.from(ids), topK);
   }
 
+  // A hook for measurements and tests (not part of the package's API): `webr1 bench --profile` in the browser.
+  // Profiles `tokens` greedy decode steps (after a prefill of `prompt` tokens unless 0; each after an unprofiled
+  // warm-up run unless `warmup` is false) and resolves to `{decode, prefill}`: dispatches, submissions, waits and bytes
+  // read per token, GPU time per op where the adapter has timestamp-query (`timing`), wall time per token always. A
+  // cached chat prefix is lost.
+  profile({ tokens = 8, prompt = 0, warmup = true } = {}) {
+    return this.engine.profile(tokens, prompt, warmup);
+  }
+
   abort() {
     this.engine.abort();
   }

@@ -4,7 +4,10 @@
 //!
 //! `--shape NAME` measures a synthetic model instead of a file: the weights `webr1 synth NAME` would write (same
 //! quantisation, seed and vocabulary options), made on the fly and streamed to the GPU, so no file is needed and the
-//! dispatch lists are those of the file. `--dispatches` prints those lists instead of measuring.
+//! dispatch lists are those of the file. `--dispatches` prints those lists instead of measuring, `--profile` a profile
+//! of the decode steps and the prefill ([`profile`]).
+
+mod profile;
 
 use clap::Args;
 use serde_json::json;
@@ -28,6 +31,12 @@ pub struct BenchArgs {
     /// dispatch a line, instead of measuring.
     #[arg(long)]
     dispatches: bool,
+    /// Profile -n decode steps and a prefill of -p tokens instead of timing them: per op kind and weight type, calls,
+    /// GPU time (timestamp queries, where the adapter has them), share and GB/s per token; dispatches, bytes read
+    /// (weights, KV, activations) and CPU waits per token; the prefill by GEMM, attention and the rest. -r does not
+    /// apply. With --json, one object.
+    #[arg(long, conflicts_with = "dispatches")]
+    profile: bool,
     /// Prompt tokens processed in one prefill (0 skips the test).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     n_prompt: usize,
@@ -83,6 +92,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.dispatches {
         return print_dispatches(&mut engine, args.n_prompt);
     }
+    if args.profile {
+        return profile::run(&mut engine, &describe, args);
+    }
     let mut rows = Vec::new();
     if args.n_prompt > 0 {
         let samples = measure(args, || prompt_speed(&mut engine, args.n_prompt))?;
@@ -137,24 +149,14 @@ fn prompt_speed(engine: &mut Engine, n: usize) -> Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// `n` decode steps of one token each, from an empty cache, as generation runs them: each step is submitted before
-/// the previous step's token is read (see the token loop in `src/engine/session.rs`).
+/// `n` decode steps of one token each, from an empty cache, as generation runs them (each step is submitted before
+/// the previous step's token is read: [`webr1::engine::Session::decode_greedy`]).
 fn generation_speed(engine: &mut Engine, n: usize) -> Result<f64> {
     let first = tokens(1, engine.tokenizer().n_vocab())[0];
     let session = engine.session();
     session.rewind(0);
-    session.set_sampling(&greedy(0))?;
     let start = Instant::now();
-    session.feed(&[first])?;
-    for step in 1..=n {
-        if step < n {
-            session.advance()?;
-        }
-        let token = pollster::block_on(session.next_token())?;
-        if step < n {
-            session.keep(token)?;
-        }
-    }
+    pollster::block_on(session.decode_greedy(first, n))?;
     Ok(n as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 

@@ -8,6 +8,7 @@
 mod generate;
 mod load;
 mod perplexity;
+mod profile;
 mod session;
 
 pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
@@ -15,6 +16,7 @@ pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
+pub use profile::{weight_bytes_needed, ClassRow, OpRow, Profile};
 pub use session::{LoopStats, Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt};

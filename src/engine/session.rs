@@ -4,8 +4,9 @@
 
 use crate::config::ModelConfig;
 use crate::gpu::ops::SamplingParams;
+use crate::gpu::profile::{Submission, SubmitStep};
 use crate::gpu::tensor::read_mapped;
-use crate::gpu::{DType, Gpu, Readback, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Readback, StepShape, Tensor};
 use crate::model::{Graph, Head, HeadKind, KvCache, StepInputs, Weights};
 use crate::{err, Result};
 use std::collections::{HashMap, VecDeque};
@@ -77,7 +78,18 @@ pub struct LoopStats {
 /// A submitted sampling step whose token has not been read yet.
 struct Pending {
     slot: usize,
-    submission: wgpu::SubmissionIndex,
+    submission: Submission,
+}
+
+/// One submitted step, as the profiler's trace records it ([`Session::trace`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TracedStep {
+    /// The graph: its batch and head.
+    pub graph: (usize, HeadKind),
+    /// Whether the head ran, and which sampling head.
+    pub with_head: bool,
+    pub greedy: bool,
+    pub shape: StepShape,
 }
 
 /// The model on the GPU with its cache.
@@ -111,6 +123,8 @@ pub struct Session {
     /// The sampling graph that ran last (its `logits` and `token` hold the latest results).
     last_batch: Option<usize>,
     stats: LoopStats,
+    /// The steps submitted since tracing began, when it did ([`Session::trace`]).
+    trace: Option<Vec<TracedStep>>,
 }
 
 impl Session {
@@ -139,6 +153,7 @@ impl Session {
             provisional: 0,
             last_batch: None,
             stats: LoopStats::default(),
+            trace: None,
         };
         session.ensure_graph(1, HeadKind::Sample)?;
         session.set_sampling(&SamplingParams::greedy())?;
@@ -183,25 +198,107 @@ impl Session {
 
     /// Submits one step of graph `key` (its inputs already written): the head too when `with_head`, and then the
     /// copy of a sampled token to a staging buffer, queued for [`Session::next_token`].
-    fn submit(&mut self, key: (usize, HeadKind), with_head: bool) -> Result<wgpu::SubmissionIndex> {
+    fn submit(&mut self, key: (usize, HeadKind), with_head: bool) -> Result<Submission> {
+        self.record(key, with_head);
         let graph = &self.graphs[&key];
         let mut encoder = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         graph.encode(&self.gpu, &mut encoder, with_head, self.greedy);
-        let slot = match (&graph.head, with_head) {
+        let slot = self.copy_token(&mut encoder, key, with_head);
+        let submission = self.gpu.submit_commands([encoder.finish()]);
+        self.queue_token(key, slot, &submission);
+        Ok(submission)
+    }
+
+    /// Records the copy of a sampling step's token into a staging buffer; returns the buffer's slot.
+    fn copy_token(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        key: (usize, HeadKind),
+        with_head: bool,
+    ) -> Option<usize> {
+        match (&self.graphs[&key].head, with_head) {
             (Head::Sample { token, .. }, true) => {
                 let slot = self.tokens.take();
                 encoder.copy_buffer_to_buffer(token.buffer(), token.offset(), &self.tokens.slots[slot], 0, 4);
                 Some(slot)
             }
             _ => None,
-        };
-        let submission = self.gpu.queue().submit([encoder.finish()]);
+        }
+    }
+
+    /// After a submission: its token (when it sampled one) waits to be read, and is the next step's input.
+    fn queue_token(&mut self, key: (usize, HeadKind), slot: Option<usize>, submission: &Submission) {
         if let Some(slot) = slot {
             self.pending.push_back(Pending { slot, submission: submission.clone() });
             self.last_batch = Some(key.0);
         }
         self.next_ready = slot.is_some();
-        Ok(submission)
+    }
+
+    /// Adds a step about to be submitted to the trace, when tracing.
+    fn record(&mut self, graph: (usize, HeadKind), with_head: bool) {
+        let n_past = self.cache.len() + self.provisional;
+        let n_tokens = graph.0;
+        if let Some(trace) = &mut self.trace {
+            trace.push(TracedStep { graph, with_head, greedy: self.greedy, shape: StepShape { n_past, n_tokens } });
+        }
+    }
+
+    /// Starts recording the steps submitted (`true`), or stops and returns them (`false`): the profiler's view of the
+    /// normal path (`engine::profile`).
+    pub fn trace(&mut self, on: bool) -> Vec<TracedStep> {
+        let steps = self.trace.take().unwrap_or_default();
+        self.trace = on.then(Vec::new);
+        steps
+    }
+
+    /// The dispatches a traced step ran, in order.
+    pub fn traced_dispatches(&self, step: &TracedStep) -> Vec<&Dispatch> {
+        match self.graphs.get(&step.graph) {
+            Some(graph) => graph.dispatches(step.greedy, step.with_head).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`Session::feed`] with each chunk's dispatches handed to `submit` instead of one command buffer (the profiler's
+    /// timed run, which puts each dispatch in a pass of its own: `engine::profile`); the copy of the token follows in a
+    /// submission of its own.
+    pub fn feed_with(&mut self, tokens: &[u32], submit: &mut SubmitStep<'_>) -> Result<()> {
+        self.discard();
+        self.check_room(tokens.len())?;
+        let chunks = tokens.len().div_ceil(self.prefill_batch);
+        for (i, chunk) in tokens.chunks(self.prefill_batch).enumerate() {
+            let n_past = self.cache.len();
+            let key = (chunk.len(), HeadKind::Sample);
+            self.ensure_graph(key.0, key.1)?;
+            self.inputs.write(&self.gpu, chunk, n_past)?;
+            let with_head = i + 1 == chunks;
+            let list: Vec<Dispatch> = self.graphs[&key].dispatches(self.greedy, with_head).cloned().collect();
+            submit(&self.gpu, &list, StepShape { n_past, n_tokens: chunk.len() })?;
+            let mut encoder = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let slot = self.copy_token(&mut encoder, key, with_head);
+            let submission = self.gpu.submit_commands([encoder.finish()]);
+            self.queue_token(key, slot, &submission);
+            self.cache.extend(chunk);
+        }
+        Ok(())
+    }
+
+    /// `n` greedy decode steps after `first` (fed by the CPU), as generation runs them: each step is submitted before
+    /// the previous step's token is read. The loop `bench`'s `tgN` and the profiler measure.
+    pub async fn decode_greedy(&mut self, first: u32, n: usize) -> Result<()> {
+        self.set_sampling(&SamplingParams::greedy())?;
+        self.feed(&[first])?;
+        for step in 1..=n {
+            if step < n {
+                self.advance()?;
+            }
+            let token = self.next_token().await?;
+            if step < n {
+                self.keep(token)?;
+            }
+        }
+        Ok(())
     }
 
     /// Computes `tokens` after those already in the cache, in chunks of at most the prefill batch; afterwards the

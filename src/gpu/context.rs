@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::profile::Counters;
 use super::shaders::PipelineCache;
 use crate::{err, Error, ErrorCode, Result};
 
@@ -142,6 +143,7 @@ pub struct Gpu {
     bytes_created: AtomicU64,
     bytes_read_back: AtomicU64,
     unflushed_bytes: AtomicU64,
+    counters: Counters,
 }
 
 impl Gpu {
@@ -211,6 +213,7 @@ impl Gpu {
             bytes_created: AtomicU64::new(0),
             bytes_read_back: AtomicU64::new(0),
             unflushed_bytes: AtomicU64::new(0),
+            counters: Counters::default(),
         })
     }
 
@@ -338,34 +341,24 @@ impl Gpu {
     /// Submits the queued writes, and natively waits for them so their staging memory is released.
     pub fn flush_writes(&self) -> Result<()> {
         self.unflushed_bytes.store(0, Ordering::Relaxed);
-        self.queue.submit(std::iter::empty());
+        self.submit_commands(std::iter::empty());
         self.wait_idle()
     }
 
-    /// Natively, blocks until the GPU has finished all submitted work and runs pending callbacks (buffer maps).
-    /// On the web this does nothing: the browser runs callbacks from its event loop.
-    pub fn wait_idle(&self) -> Result<()> {
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| match self.lost_reason() {
+    /// What [`Gpu::wait`] and [`Gpu::dispatches_encoded`] count (`gpu::profile`).
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Natively, blocks in `device.poll` until `until` (or all submitted work) has finished and runs pending callbacks
+    /// (buffer maps). Only [`Gpu::wait`] calls it, so that every wait is counted.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn poll_until(&self, until: Option<&super::profile::Submission>) -> Result<()> {
+        let poll = wgpu::PollType::Wait { submission_index: until.map(|s| s.index().clone()), timeout: None };
+        self.device.poll(poll).map_err(|e| match self.lost_reason() {
             Some(why) => lost(&why),
             None => err!(GpuDeviceLost, "waiting for the GPU failed: {e}"),
         })?;
-        Ok(())
-    }
-
-    /// Natively, blocks until `submission` has run (later submissions may still be running: the GPU stays busy) and
-    /// runs pending callbacks (buffer maps). On the web this does nothing: the browser runs callbacks from its event
-    /// loop.
-    pub fn wait_for(&self, submission: &wgpu::SubmissionIndex) -> Result<()> {
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission.clone()), timeout: None }).map_err(
-            |e| match self.lost_reason() {
-                Some(why) => lost(&why),
-                None => err!(GpuDeviceLost, "waiting for the GPU failed: {e}"),
-            },
-        )?;
-        #[cfg(target_arch = "wasm32")]
-        let _ = submission;
         Ok(())
     }
 

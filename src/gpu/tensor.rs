@@ -6,9 +6,9 @@
 //! webr1 tensor of shape `[n_vocab, n_embd]`. Quantised weights keep their raw GGML blocks ([`DType::Ggml`]); a row
 //! of `n` elements is `row_bytes(n)` bytes, a whole number of blocks.
 //!
-//! Readback is `map_async` plus a small future woken by the map callback. In the browser the callback runs from the
-//! event loop; natively [`Readback::read`] drives it with a blocking `device.poll`, so natively the future is ready by
-//! the time it is first polled.
+//! Readback is `map_async` plus a small future woken by the map callback, awaited through [`Gpu::wait`] (which counts
+//! it). In the browser the callback runs from the event loop; natively `Gpu::wait` drives it with a blocking
+//! `device.poll`, so natively the future is ready by the time it is first polled.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::context::{Gpu, WRITE_CHUNK};
+use super::profile::Submission;
 use crate::quant::GgmlType;
 use crate::{err, Result};
 
@@ -357,27 +358,26 @@ impl Readback {
         let mut encoder =
             gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(source, offset, &self.staging, 0, copy);
-
-        let submission = gpu.queue().submit([encoder.finish()]);
+        let submission = gpu.submit_commands([encoder.finish()]);
         read_mapped(gpu, &self.staging, len, &submission).await
     }
 }
 
 /// Maps the first `len` bytes of `staging` (a `MAP_READ` buffer) once `submission` has run, and copies them out.
-/// Natively this blocks until then ([`Gpu::wait_for`]); in the browser it awaits `mapAsync`, and the GPU goes on with
-/// any later submissions meanwhile. Errors the device reported ([`Gpu::check`]) are returned instead of the data.
+/// This is the one counted wait ([`Gpu::wait`]: natively `device.poll` until then, in the browser the map's promise),
+/// and the GPU goes on with any later submissions meanwhile. Errors the device reported ([`Gpu::check`]) are returned
+/// instead of the data.
 pub(crate) async fn read_mapped(
     gpu: &Gpu,
     staging: &wgpu::Buffer,
     len: u64,
-    submission: &wgpu::SubmissionIndex,
+    submission: &Submission,
 ) -> Result<Vec<u8>> {
     let copy = len.next_multiple_of(4);
     gpu.count_read_back(copy);
     let (future, signal) = map_signal();
     staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));
-    gpu.wait_for(submission)?;
-    let mapped = future.await;
+    let mapped = gpu.wait(Some(submission), future).await?;
     let was_mapped = mapped.is_ok();
     let data = mapped.map_err(|e| e.to_string()).and_then(|()| {
         let view = staging.get_mapped_range(0..copy).map_err(|e| e.to_string())?;

@@ -218,13 +218,7 @@ impl Graph {
     /// Records the pass into `encoder`: the trunk, then the head unless `with_head` is false (the chunks of a prompt
     /// before its last need no logits). `greedy` picks the sampling head's argmax list over the sampler chain.
     pub fn encode(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, with_head: bool, greedy: bool) {
-        let head: &[Dispatch] = match (&self.head, with_head) {
-            (_, false) => &[],
-            (Head::Sample { greedy: list, .. }, true) if greedy => list,
-            (Head::Sample { sampled, .. }, true) => sampled,
-            (Head::Score { dispatches, .. }, true) => dispatches,
-        };
-        gpu.encode(encoder, self.trunk.iter().chain(head));
+        gpu.encode(encoder, self.dispatches(greedy, with_head));
     }
 
     /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].
@@ -243,24 +237,26 @@ impl Graph {
         &self.acts.x
     }
 
-    /// The dispatches a step runs (the greedy head for a sampling graph), in order.
-    pub fn dispatches(&self, greedy: bool) -> impl Iterator<Item = &Dispatch> {
-        let head: &[Dispatch] = match &self.head {
-            Head::Sample { greedy: list, .. } if greedy => list,
-            Head::Sample { sampled, .. } => sampled,
-            Head::Score { dispatches, .. } => dispatches,
+    /// The dispatches a step runs, in order: the trunk, then the head unless `with_head` is false (the chunks of a
+    /// prompt before its last need no logits); `greedy` picks the sampling head's argmax list over the sampler chain.
+    pub fn dispatches(&self, greedy: bool, with_head: bool) -> impl Iterator<Item = &Dispatch> {
+        let head: &[Dispatch] = match (&self.head, with_head) {
+            (_, false) => &[],
+            (Head::Sample { greedy: list, .. }, true) if greedy => list,
+            (Head::Sample { sampled, .. }, true) => sampled,
+            (Head::Score { dispatches, .. }, true) => dispatches,
         };
         self.trunk.iter().chain(head)
     }
 
     /// One line per dispatch of a greedy step ([`Dispatch::describe`]): what `webr1 bench --dispatches` prints.
     pub fn describe(&self) -> Vec<String> {
-        self.dispatches(true).map(Dispatch::describe).collect()
+        self.dispatches(true, true).map(Dispatch::describe).collect()
     }
 
     /// Dispatches in a greedy step (for reports and tests).
     pub fn len(&self) -> usize {
-        self.dispatches(true).count()
+        self.dispatches(true, true).count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -59,6 +59,47 @@ impl Weights {
     pub fn lm_head(&self) -> &SplitWeight {
         self.output.as_ref().unwrap_or(&self.token_embd)
     }
+
+    /// Every weight tensor on the GPU (each part of a split weight) with its layer (`None` outside the layers) and
+    /// name: what the profile counts as weights (`engine::profile`). A new weight must be listed here.
+    pub fn tensors(&self) -> Vec<(Option<usize>, &'static str, &Tensor)> {
+        fn split<'w>(
+            out: &mut Vec<(Option<usize>, &'static str, &'w Tensor)>,
+            at: Option<usize>,
+            name: &'static str,
+            w: &'w SplitWeight,
+        ) {
+            out.extend(w.parts().iter().map(|p| (at, name, &p.tensor)));
+        }
+        let mut out = Vec::new();
+        split(&mut out, None, "token_embd", &self.token_embd);
+        for (l, w) in self.layers.iter().enumerate() {
+            let at = Some(l);
+            out.push((at, "attn_norm", &w.attn_norm));
+            for stack in &w.qkv {
+                split(&mut out, at, "attn_qkv", &stack.weight);
+                out.extend(stack.bias.iter().map(|b| (at, "attn_qkv.bias", b)));
+            }
+            split(&mut out, at, "attn_output", &w.wo);
+            out.push((at, "ffn_norm", &w.ffn_norm));
+            match &w.gate_up {
+                GateUp::Stacked(m) => split(&mut out, at, "ffn_gate_up", m),
+                GateUp::Separate { gate, up } => {
+                    split(&mut out, at, "ffn_gate", gate);
+                    split(&mut out, at, "ffn_up", up);
+                }
+            }
+            split(&mut out, at, "ffn_down", &w.w_down);
+        }
+        out.push((None, "output_norm", &self.output_norm));
+        if let Some(output) = &self.output {
+            split(&mut out, None, "output", output);
+        }
+        if let Some(freqs) = &self.rope_freqs {
+            out.push((None, "rope_freqs", freqs));
+        }
+        out
+    }
 }
 
 /// Allocates every weight on the GPU, then takes the GGUF files' bytes in order and routes each byte range to its

@@ -4,7 +4,8 @@
 //! - [`WebEngine::load`] takes a JS model source (see [`source`]), options and a progress callback;
 //! - [`WebEngine::generate`] runs one request, calling back with each reasoning or answer delta, and resolves to how it
 //!   finished (reason, usage, token ids);
-//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory.
+//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory;
+//! - [`WebEngine::profile`] is `webr1 bench --profile` in the browser (a hook for tests and measurements).
 //!
 //! Errors reach JS as `Error`s with a stable `code` ([`errors`]). Options and events cross as plain objects through
 //! `serde-wasm-bindgen`.
@@ -158,6 +159,15 @@ impl WebEngine {
         run_teacher_forced(&self.engine, &ids, top_k as usize).await.map_err(to_js)
     }
 
+    /// A profile of `n_tokens` greedy decode steps from position 0, after a profiled prefill of `n_prompt` tokens
+    /// unless 0, each after an unprofiled warm-up run when `warmup`: what `webr1 bench --profile` measures natively
+    /// (`webr1::engine::Profile`: dispatches, submissions, waits and bytes read per token; GPU time per op where the
+    /// adapter has `timestamp-query`, wall time always). Resolves to `{decode, prefill}` (`prefill` is `null` for 0).
+    /// A cached chat prefix is lost.
+    pub async fn profile(&self, n_tokens: u32, n_prompt: u32, warmup: bool) -> std::result::Result<JsValue, JsValue> {
+        run_profile(&self.engine, n_tokens as usize, n_prompt as usize, warmup).await.map_err(to_js)
+    }
+
     /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
     pub fn abort(&self) {
         self.abort.abort();
@@ -236,6 +246,29 @@ async fn run_teacher_forced(slot: &Rc<RefCell<Slot>>, ids: &[u32], top_k: usize)
     let result = teacher_forced(&mut engine, ids, top_k).await;
     give_back(slot, engine);
     to_value(&result?)
+}
+
+async fn run_profile(slot: &Rc<RefCell<Slot>>, n_tokens: usize, n_prompt: usize, warmup: bool) -> Result<JsValue> {
+    let mut engine = take(slot)?;
+    let result = profile_with(&mut engine, n_tokens, n_prompt, warmup).await;
+    give_back(slot, engine);
+    result
+}
+
+async fn profile_with(engine: &mut Engine, n_tokens: usize, n_prompt: usize, warmup: bool) -> Result<JsValue> {
+    if n_tokens == 0 || n_tokens.max(n_prompt) > engine.context_length() {
+        return Err(err!(Usage, "profile: 1 to {} decode steps and prompt tokens", engine.context_length()));
+    }
+    // Token ids spread over the vocabulary; their values do not change the work.
+    let n_vocab = engine.tokenizer().n_vocab().max(1) as u64;
+    let ids: Vec<u32> = (0..n_prompt as u64).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect();
+    let session = engine.session();
+    let prefill = match n_prompt {
+        0 => None,
+        _ => Some(session.profile_prefill(&ids, warmup).await?),
+    };
+    let decode = session.profile_decode(1, n_tokens, warmup).await?;
+    to_value(&serde_json::json!({ "decode": decode, "prefill": prefill }))
 }
 
 async fn generate_with(engine: &mut Engine, request: Request, on_event: &Function) -> Result<JsValue> {

@@ -169,6 +169,41 @@ test('teacher-forced logits in the browser equal native f32 (smol135, the first 
   await p.close();
 });
 
+// `webr1 bench --profile` in the browser: the counters come from the same places as natively (dispatches where they
+// are encoded, the one counted wait: here each token's mapAsync, bytes from the bindings).
+test('profile: dispatches, waits and bytes per decode token in the browser (smol135)', { skip, timeout: 600_000 }, async () => {
+  const p = await page();
+  const started = Date.now();
+  const out = await inPage(p, async (core) => {
+    const url = new URL('/models/smol135.gguf', location.href).href;
+    const engine = await core.loadCore(url, { contextLength: 16, cache: false, forceF32: true });
+    // One step, no warm-up: SwiftShader takes seconds a token, and each step runs twice (counted, then timed).
+    const profile = await engine.profile({ tokens: 1, warmup: false });
+    const info = engine.info();
+    engine.unload();
+    return { profile, info };
+  }, undefined, '/pkg/src/core.js');
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  const d = out.profile.decode;
+  const mb = (x) => (x / 1e6).toFixed(2);
+  console.log(`browser smol135 profile on ${out.info.adapter.name}: ${d.dispatches_per_token} dispatches a token (${d.dispatches_per_layer} per layer, ${d.dispatches_outside_layers_per_token} outside), ${d.waits_per_token} waits (${d.idle_waits_per_token} idle), ${mb(d.bytes_read_per_token)} MB read (weights ${mb(d.weight_bytes_read_per_token)} of ${mb(d.weight_bytes)} MB needed, KV ${mb(d.kv_bytes_read_per_token)}, activations ${mb(d.activation_bytes_read_per_token)}), timing ${d.timing}, wall ${d.wall_ms_per_token.toFixed(1)} ms, GPU ${d.gpu_ms_per_token?.toFixed(1) ?? '-'} ms a token; whole test ${Date.now() - started} ms`);
+  assert.equal(out.profile.prefill, null);
+  assert.equal(d.phase, 'decode');
+  assert.equal(d.tokens, 1);
+  assert.equal(d.n_layer, out.info.model.n_layer);
+  assert.equal(d.dispatches_per_layer * d.n_layer + d.dispatches_outside_layers_per_token, d.dispatches_per_token);
+  assert.ok(Number.isInteger(d.dispatches_per_layer) && d.dispatches_per_layer > 0, `${d.dispatches_per_layer}`);
+  assert.equal(d.ops.reduce((n, o) => n + o.calls_per_token, 0), d.dispatches_per_token);
+  assert.equal(d.waits_per_token, 1, 'one awaited mapAsync a token');
+  assert.equal(d.idle_waits_per_token, 1, 'with nothing queued behind it');
+  assert.ok(Math.abs(d.weight_bytes_read_per_token / d.weight_bytes - 1) < 1e-3, 'every weight a token needs, once');
+  assert.ok(d.kv_bytes_read_per_token > 0 && d.kv_bytes_read_per_token === d.kv_bytes_needed_per_token);
+  assert.ok(d.wall_ms_per_token > 0 && d.tokens_per_second > 0);
+  if (d.timing === 'none') assert.equal(d.gpu_ms_per_token, null);
+  else assert.ok(d.gpu_ms_per_token > 0 && d.gpu_ms_per_token <= d.timed_wall_ms_per_token);
+  await p.close();
+});
+
 test('streaming: reasoning_content first, then content, then a final chunk with usage (main thread)', { skip, timeout: 600_000 }, async () => {
   const p = await page();
   const ids = reference()[0].prompt_ids;

@@ -6,6 +6,7 @@
 
 use super::{activation, index_u32, params, WORKGROUP_SIZE};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::Access;
 use crate::gpu::{Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -32,7 +33,7 @@ pub fn scale(gpu: &Gpu, a: &Tensor, s: f32, out: &Tensor) -> Result<Dispatch> {
         return Err(err!(Usage, "scale: the factor must be finite, got {s}"));
     }
     let bindings = match in_place {
-        true => vec![Some(Bind::Tensor(a))],
+        true => vec![Some(Bind::Declared(a, Access::READ_WRITE))],
         false => vec![Some(Bind::Tensor(a)), None, Some(Bind::Tensor(out))],
     };
     launch(gpu, "scale", f16, in_place, [len, 1, s.to_bits(), 0], bindings)
@@ -56,7 +57,7 @@ fn binary(gpu: &Gpu, op: &'static str, a: &Tensor, b: &Tensor, out: &Tensor, bro
         return Err(err!(Usage, "{op}: out may be the first operand, never the second"));
     }
     let bindings = match in_place {
-        true => vec![Some(Bind::Tensor(a)), Some(Bind::Tensor(b))],
+        true => vec![Some(Bind::Declared(a, Access::READ_WRITE)), Some(Bind::Tensor(b))],
         false => vec![Some(Bind::Tensor(a)), Some(Bind::Tensor(b)), Some(Bind::Tensor(out))],
     };
     let b_len = index_u32(op, "b", b.len())?;

@@ -11,6 +11,7 @@
 use super::{activation, index_u32, WORKGROUP_SIZE};
 use crate::config::{ModelConfig, RopeScaling, RopeStyle};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::Access;
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -106,7 +107,12 @@ pub fn rope(
             entry: "rope",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: vec![Some(Bind::Tensor(x)), Some(Bind::Tensor(pos)), rope.freq_factors.map(Bind::Tensor)],
+            // x is rotated in place: read and written.
+            bindings: vec![
+                Some(Bind::Declared(x, Access::READ_WRITE)),
+                Some(Bind::Tensor(pos)),
+                rope.freq_factors.map(Bind::Tensor),
+            ],
             workgroups: grid(gpu, "rope", pairs.div_ceil(WORKGROUP_SIZE))?,
         },
     )

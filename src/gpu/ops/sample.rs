@@ -35,6 +35,7 @@
 
 use super::{index_u32, WORKGROUP_SIZE};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::Access;
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -192,10 +193,10 @@ pub fn argmax_next(
     let mut row = Row::check(gpu, "argmax", logits, offset, n_vocab, out, out_index)?;
     row.next = check_next("argmax", next, &[logits, out])?;
     let state = Tensor::new(gpu, "argmax state", &[STATE_WORDS + 2 * row.n_groups as usize], DType::U32)?;
-    let mut last = vec![None, None, bind(&state), None, bind(out)];
+    let mut last = vec![None, None, scratch(&state), None, bind(out)];
     last.extend(next_bindings(next));
     Ok(vec![
-        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, bind(&state)])?,
+        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, scratch(&state)])?,
         row.launch(gpu, "argmax_final", [0, 0], last)?,
     ])
 }
@@ -221,7 +222,7 @@ fn check_next(op: &str, next: Option<NextStep<'_>>, others: &[&Tensor]) -> Resul
 
 fn next_bindings(next: Option<NextStep<'_>>) -> Vec<Option<Bind<'_>>> {
     match next {
-        Some(NextStep { ids, step }) => vec![bind(ids), bind(step)],
+        Some(NextStep { ids, step }) => vec![scratch(ids), scratch(step)],
         None => Vec::new(),
     }
 }
@@ -264,20 +265,25 @@ pub fn sample_next(
     let state = Tensor::new(gpu, "sample state", &[STATE_WORDS + 2 * row.n_groups as usize], DType::U32)?;
     let hist = Tensor::new(gpu, "sample histogram", &[BUCKETS, 3], DType::U32)?;
     let mut list = vec![
-        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, bind(&state)])?,
-        row.launch(gpu, "prepare", [0, 0], vec![None, bind(params), bind(&state), bind(&hist)])?,
+        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, scratch(&state)])?,
+        row.launch(gpu, "prepare", [0, 0], vec![None, scratch(params), scratch(&state), scratch(&hist)])?,
     ];
     for (search, select) in [(SEARCH_TOP_K, "select_top_k"), (SEARCH_TOP_P, "select_top_p")] {
         for round in 0..ROUNDS {
-            let counted = vec![bind(logits), None, bind(&state), bind(&hist)];
+            let counted = vec![bind(logits), None, scratch(&state), scratch(&hist)];
             list.push(row.launch(gpu, "histogram", [round, search], counted)?);
             // Only top-p reads a setting (top_p itself) in its select pass.
-            let settings = if search == SEARCH_TOP_P { bind(params) } else { None };
-            list.push(row.launch(gpu, select, [round, search], vec![None, settings, bind(&state), bind(&hist)])?);
+            let settings = if search == SEARCH_TOP_P { scratch(params) } else { None };
+            list.push(row.launch(
+                gpu,
+                select,
+                [round, search],
+                vec![None, settings, scratch(&state), scratch(&hist)],
+            )?);
         }
     }
-    list.push(row.launch(gpu, "draw_partial", [0, 0], vec![bind(logits), bind(params), bind(&state)])?);
-    let mut last = vec![bind(logits), bind(params), bind(&state), None, bind(out)];
+    list.push(row.launch(gpu, "draw_partial", [0, 0], vec![bind(logits), scratch(params), scratch(&state)])?);
+    let mut last = vec![bind(logits), scratch(params), scratch(&state), None, bind(out)];
     last.extend(next_bindings(next));
     list.push(row.launch(gpu, "draw", [0, 0], last)?);
     Ok(list)
@@ -285,6 +291,11 @@ pub fn sample_next(
 
 fn bind(tensor: &Tensor) -> Option<Bind<'_>> {
     Some(Bind::Tensor(tensor))
+}
+
+/// A `read_write` binding the passes read as well as write (the settings, the state, the histogram).
+fn scratch(tensor: &Tensor) -> Option<Bind<'_>> {
+    Some(Bind::Declared(tensor, Access::READ_WRITE))
 }
 
 fn check_params_tensor(op: &str, params: &Tensor) -> Result<()> {
