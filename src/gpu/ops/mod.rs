@@ -29,7 +29,7 @@ pub use matmul::{matmul, matmul_into, Epilogue, MAX_VEC_TOKENS};
 pub use matmul_tiled::{matmul_tiled, matmul_tiled_into, matmul_tiled_with};
 pub use matmul_vec::{matmul_vec, matmul_vec_into, matmul_vec_with, silu_mul_vec, silu_mul_vec_with, VecShape};
 pub use nll::nll;
-pub use rms_norm::rms_norm;
+pub use rms_norm::{rms_norm, rms_norm_rows, NormRows};
 pub use rope::{rope, rope_store, RopeParams, RopeStoreIo};
 pub use sample::{argmax, argmax_next, draw_uniform, sample, sample_next, NextStep, SamplingParams};
 
