@@ -153,6 +153,7 @@ fn a_transfer_that_never_completes_fails_in_one_line_without_a_final_file() {
     assert!(seen.lock().unwrap().len() >= 2, "it retried");
     let dir = cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap()));
     assert!(!dir.join("m.gguf").exists(), "nothing under the final name");
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -170,7 +171,14 @@ fn an_unreachable_url_names_itself_and_the_way_out() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
+}
+
+/// A failed download leaves no empty `.part` file and no empty folder behind it.
+fn assert_cache_empty(cache: &Path) {
+    let left: Vec<_> = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "a failed download left {left:?} in the cache");
 }
 
 #[test]
@@ -298,6 +306,7 @@ fn a_download_whose_sha256_differs_fails_in_one_line_and_leaves_no_file() {
     let out = info(&url, &cache);
     let line = assert_verify_failure(&out, &url, &wrong, &sha256_hex(&file), &host_dir(&cache, &addr).join("m.gguf"));
     assert!(line.contains("ETag"), "it says where the expected digest came from: {line}");
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
 }
 

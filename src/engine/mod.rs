@@ -8,6 +8,7 @@
 mod generate;
 mod load;
 mod perplexity;
+mod request;
 mod session;
 
 pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
@@ -15,6 +16,7 @@ pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
+pub use request::context_length;
 pub use session::{Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt};
@@ -119,7 +121,7 @@ impl Engine {
             Some(_) => Some(ChatTemplate::from_metadata(model.metadata())?),
             None => None,
         };
-        let ctx = options.context_length.unwrap_or(16384).min(config.context_length as usize);
+        let ctx = context_length(options.context_length, config.context_length as usize, 16384)?;
         KvCache::check_fits(gpu, &config, ctx)?;
         let max_buffer = gpu.limits().max_buffer_size;
         let biggest_row = tensors.iter().map(|t| t.row_bytes()).max().unwrap_or(0);

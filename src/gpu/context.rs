@@ -356,6 +356,12 @@ impl Gpu {
         }
     }
 
+    /// A `gpu.device_lost` error when the device was lost (a driver reset, [`wgpu::Device::destroy`], a browser that
+    /// reclaimed it): permanent, unlike the errors [`Gpu::check`] clears. A new [`Gpu`] is needed to go on.
+    pub fn lost(&self) -> Option<Error> {
+        self.lost_reason().map(|why| lost(&why))
+    }
+
     fn lost_reason(&self) -> Option<String> {
         self.errors.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

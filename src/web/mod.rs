@@ -266,30 +266,25 @@ fn build_request(o: GenerateOptions) -> Result<Request> {
     };
     let defaults = Sampling::default();
     let temperature = o.temperature.unwrap_or(defaults.temperature);
-    let check = |name: &str, v: f32, lo: f32, hi: f32| -> Result<()> {
-        match v.is_finite() && (lo..=hi).contains(&v) {
-            true => Ok(()),
-            false => Err(err!(Usage, "{name} must be between {lo} and {hi}, not {v}")),
-        }
-    };
-    check("temperature", temperature, 0.0, 2.0)?;
-    let top_p = o.top_p.unwrap_or(defaults.top_p);
-    check("top_p", top_p, 0.0, 1.0)?;
-    let min_p = o.min_p.unwrap_or(defaults.min_p);
-    check("min_p", min_p, 0.0, 1.0)?;
     let seed = match o.seed {
         None => js_sys::Math::random().to_bits(),
         Some(s) if s.is_finite() && s >= 0.0 && s.fract() == 0.0 => s as u64,
         Some(s) => return Err(err!(Usage, "seed must be a non-negative integer, not {s}")),
     };
-    let sampling = match temperature == 0.0 {
-        true => Sampling::greedy(),
-        false => Sampling { temperature, top_k: o.top_k.unwrap_or(defaults.top_k), top_p, min_p, seed },
+    let sampling = Sampling {
+        temperature,
+        top_k: o.top_k.unwrap_or(defaults.top_k),
+        top_p: o.top_p.unwrap_or(defaults.top_p),
+        min_p: o.min_p.unwrap_or(defaults.min_p),
+        seed,
     };
-    if o.max_tokens == Some(0) {
-        return Err(err!(Usage, "max_tokens must be at least 1"));
-    }
-    Ok(Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop })
+    // The same check as every shell's (`Request::validate`); temperature 0 is greedy once it has passed.
+    sampling.validate()?;
+    let sampling = if temperature == 0.0 { Sampling::greedy() } else { sampling };
+    let request =
+        Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop };
+    request.validate()?;
+    Ok(request)
 }
 
 /// What `engine.info()` reports.
