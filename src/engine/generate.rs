@@ -147,16 +147,7 @@ impl<'e> Generation<'e> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= engine.tokenizer.n_vocab()) {
             return Err(err!(Usage, "token id {bad} is outside the vocabulary of {}", engine.tokenizer.n_vocab()));
         }
-        let ctx = engine.session.cache.ctx();
-        if ids.len() >= ctx {
-            return Err(err!(
-                ContextFull,
-                "the prompt is {} tokens and the context holds {ctx}: shorten the prompt to at most {} tokens or \
-                 allocate a larger context",
-                ids.len(),
-                ctx - 1
-            ));
-        }
+        super::request::check_prompt_fits(ids.len(), engine.session.cache.ctx())?;
         engine.abort.take();
         Ok(Generation {
             engine,

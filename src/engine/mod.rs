@@ -16,7 +16,7 @@ pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
-pub use request::context_length;
+pub use request::{check_prompt_fits, context_length};
 pub use session::{Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt};

@@ -40,6 +40,20 @@ fn in_range(name: &str, value: f32, lo: f32, hi: f32) -> Result<()> {
     }
 }
 
+/// A prompt of `prompt_tokens` fits a context of `ctx` tokens with room for one generated token; otherwise a
+/// `context.full` error with both numbers.
+pub fn check_prompt_fits(prompt_tokens: usize, ctx: usize) -> Result<()> {
+    if prompt_tokens < ctx {
+        return Ok(());
+    }
+    Err(err!(
+        ContextFull,
+        "the prompt is {prompt_tokens} tokens and the context holds {ctx}: shorten the prompt to at most {} tokens or \
+         allocate a larger context",
+        ctx.saturating_sub(1)
+    ))
+}
+
 /// The context to allocate for a requested length: at least one token, never more than the model's own context
 /// (`model_max`, from its metadata). Without a request, the model's own up to `default_cap`.
 pub fn context_length(requested: Option<usize>, model_max: usize, default_cap: usize) -> Result<usize> {
