@@ -371,6 +371,9 @@ impl Readback {
         });
         if was_mapped {
             self.staging.unmap();
+        } else {
+            // A map that failed because the device was lost: in the browser the loss is reported a moment later.
+            gpu.settle_loss().await;
         }
         // An error the device reported (a rejected dispatch, a lost device) explains a failed map, and voids the data.
         gpu.check()?;

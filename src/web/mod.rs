@@ -4,7 +4,9 @@
 //! - [`WebEngine::load`] takes a JS model source (see [`source`]), options and a progress callback;
 //! - [`WebEngine::generate`] runs one request, calling back with each reasoning or answer delta, and resolves to how it
 //!   finished (reason, usage, token ids);
-//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory.
+//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory;
+//! - a lost device fails the running and every later call with `gpu.device_lost`; the package's `reload()` loads the
+//!   model again into a new `WebEngine` (a new device).
 //!
 //! Errors reach JS as `Error`s with a stable `code` ([`errors`]). Options and events cross as plain objects through
 //! `serde-wasm-bindgen`.
@@ -124,6 +126,8 @@ pub struct WebEngine {
     engine: Rc<RefCell<Slot>>,
     abort: AbortHandle,
     info: serde_json::Value,
+    /// The engine's GPU device, reachable while a generation holds the engine (for [`WebEngine::lose_device`]).
+    device: wgpu::Device,
 }
 
 #[wasm_bindgen]
@@ -156,6 +160,13 @@ impl WebEngine {
     /// highest logits and the log-sum-exp of all (see `webr1::engine::teacher_forced`). A cached chat prefix is lost.
     pub async fn teacher_forced(&self, ids: Vec<u32>, top_k: u32) -> std::result::Result<JsValue, JsValue> {
         run_teacher_forced(&self.engine, &ids, top_k as usize).await.map_err(to_js)
+    }
+
+    /// A hook for tests: destroys the engine's `GPUDevice` now, even mid-generation, as a driver reset or a
+    /// reclaimed background tab loses it. The running generation then fails with `gpu.device_lost`, and so does
+    /// every later call until the model is loaded again.
+    pub fn lose_device(&self) {
+        self.device.destroy();
     }
 
     /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
@@ -198,7 +209,8 @@ impl WebEngine {
         let engine = Engine::load(&mut source, engine_options, progress).await?;
         let info = describe(&engine);
         let abort = engine.abort_handle();
-        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info })
+        let device = engine.gpu().device().clone();
+        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info, device })
     }
 }
 
