@@ -4,6 +4,7 @@
 //! `run` stopped by Ctrl-C. A bug (a Rust panic) is reported in one line too, never with a backtrace, and exits with 1.
 
 mod bench;
+mod cache;
 mod chat;
 mod download;
 mod info;

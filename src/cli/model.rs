@@ -204,7 +204,7 @@ pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
 fn fetch(url: &str) -> Result<PathBuf> {
     let root = cache_dir()?;
     let dest = root.join(cache_relative_path(url)?);
-    if !dest.exists() {
+    if !super::cache::usable(&dest)? {
         let downloaded = super::download::download(url, &dest, catalogue_sha256(CATALOGUE, url)?);
         if downloaded.is_err() {
             remove_empty_leftovers(&root, &dest);
