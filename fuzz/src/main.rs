@@ -41,7 +41,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "target": name,
+            "target": report.target,
             "executions": report.executions,
             "corpus": report.corpus,
             "edges": report.edges,

@@ -83,27 +83,37 @@ fn bucket(hits: u8) -> u8 {
     }
 }
 
+/// Hands each map entry touched since the last call to `f` (its index and hit count) and clears it. While it runs,
+/// the trace callback records nothing (the touched count reads as full), so that the harness's own edges never
+/// overwrite the list being read.
+fn take_touched(mut f: impl FnMut(usize, u8)) {
+    let n = N_TOUCHED.swap(MAP, Ordering::SeqCst).min(MAP);
+    for i in 0..n {
+        // SAFETY: indices below MAP, written by the trace callback, which records nothing meanwhile.
+        unsafe {
+            let index = *(std::ptr::addr_of!(TOUCHED) as *const u32).add(i) as usize;
+            let counter = (std::ptr::addr_of_mut!(COUNTERS) as *mut u8).add(index);
+            f(index, *counter);
+            *counter = 0;
+        }
+    }
+    N_TOUCHED.store(0, Ordering::SeqCst);
+}
+
 /// The buckets seen per map entry over the whole run.
 struct Virgin(Vec<u8>);
 
 impl Virgin {
     /// Takes the last input's hits out of the map; whether they reached anything new.
     fn absorb(&mut self) -> bool {
-        let n = N_TOUCHED.swap(0, Ordering::Relaxed).min(MAP);
         let mut new = false;
-        for i in 0..n {
-            // SAFETY: indices below MAP, written by the trace callback; the target has returned.
-            unsafe {
-                let index = *(std::ptr::addr_of!(TOUCHED) as *const u32).add(i) as usize;
-                let counter = (std::ptr::addr_of_mut!(COUNTERS) as *mut u8).add(index);
-                let b = bucket(*counter);
-                *counter = 0;
-                if self.0[index] & b != b {
-                    self.0[index] |= b;
-                    new = true;
-                }
+        take_touched(|index, hits| {
+            let b = bucket(hits);
+            if self.0[index] & b != b {
+                self.0[index] |= b;
+                new = true;
             }
-        }
+        });
         new
     }
 
@@ -360,6 +370,7 @@ pub fn fuzz(mut target: Target, budget: &Budget) -> Report {
         CURRENT_PTR.store(input.as_ptr() as usize, Ordering::SeqCst);
         CURRENT_LEN.store(input.len(), Ordering::SeqCst);
         EXEC_STARTED_MS.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        take_touched(|_, _| {}); // the harness's own edges since the last input
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (target.run)(input)));
         EXEC_STARTED_MS.store(0, Ordering::Relaxed);
         report.executions += 1;

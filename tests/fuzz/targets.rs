@@ -14,13 +14,23 @@ use webr1::chat::{ChatTemplate, Message};
 use webr1::gguf::{Gguf, GgufParser};
 use webr1::tokenizer::{Detokenizer, Tokenizer};
 
+/// The repository: the crate being built is webr1 itself (`cargo test`) or `fuzz/` inside it.
+fn repo() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("tests/fixtures").exists() {
+        manifest
+    } else {
+        manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+    }
+}
+
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    repo().join("tests/fixtures").join(name)
 }
 
 /// The directory of committed inputs that once failed a target: each is replayed first, every run.
 pub fn regressions(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions").join(target)
+    repo().join("tests/fuzz/regressions").join(target)
 }
 
 /// R1-Distill-Qwen-7B's real header (its vocabulary, chat template and hyper-parameters; no tensors).
