@@ -203,15 +203,30 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
+/// When the input now running started, in milliseconds since [`epoch`] plus one (0: none is running).
 static EXEC_STARTED_MS: AtomicU64 = AtomicU64::new(0);
 
-fn start_watchdog(epoch: Instant) {
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let started = EXEC_STARTED_MS.load(Ordering::Relaxed);
-        if started != 0 && epoch.elapsed().as_millis() as u64 > started + HANG_LIMIT.as_millis() as u64 {
-            die(b"one input ran longer than the 10 s limit (a hang)");
-        }
+/// The process's one clock for the watchdog.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// Starts the watchdog thread, once per process.
+fn start_watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let started = EXEC_STARTED_MS.load(Ordering::Relaxed);
+            if started != 0 && now_ms() > started + HANG_LIMIT.as_millis() as u64 {
+                die(b"one input ran longer than the 10 s limit (a hang)");
+            }
+        });
     });
 }
 
@@ -344,14 +359,14 @@ pub struct Budget {
 
 /// Runs `target` on its seeds and the corpus directory's files, then on mutations until the budget is spent.
 pub fn fuzz(mut target: Target, budget: &Budget) -> Report {
-    let epoch = Instant::now();
+    let started = Instant::now();
     std::fs::create_dir_all(&budget.crash_dir).expect("the crash directory");
     let abort_path = budget.crash_dir.join(format!("abort-input-{}", target.name));
     // SAFETY: set before any input runs; read only by `die`.
     unsafe {
         *std::ptr::addr_of_mut!(ABORT_FILE) = std::fs::File::create(&abort_path).ok();
     }
-    start_watchdog(epoch);
+    start_watchdog();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| LAST_PANIC.with(|p| *p.borrow_mut() = Some(info.to_string()))));
 
@@ -369,7 +384,7 @@ pub fn fuzz(mut target: Target, budget: &Budget) -> Report {
     let mut run_one = |input: &[u8], report: &mut Report, target: &mut Target| -> bool {
         CURRENT_PTR.store(input.as_ptr() as usize, Ordering::SeqCst);
         CURRENT_LEN.store(input.len(), Ordering::SeqCst);
-        EXEC_STARTED_MS.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        EXEC_STARTED_MS.store(now_ms(), Ordering::Relaxed);
         take_touched(|_, _| {}); // the harness's own edges since the last input
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (target.run)(input)));
         EXEC_STARTED_MS.store(0, Ordering::Relaxed);
@@ -389,7 +404,7 @@ pub fn fuzz(mut target: Target, budget: &Budget) -> Report {
         run_one(input, &mut report, &mut target);
     }
     let mut rng = Rng::new(budget.seed);
-    while report.executions < budget.executions && epoch.elapsed() < budget.time {
+    while report.executions < budget.executions && started.elapsed() < budget.time {
         let parent = corpus[rng.below(corpus.len())].clone();
         let child = mutate(&mut rng, &parent, &corpus, &target.dictionary, target.max_len);
         if run_one(&child, &mut report, &mut target) {
@@ -404,7 +419,7 @@ pub fn fuzz(mut target: Target, budget: &Budget) -> Report {
     std::fs::remove_file(&abort_path).ok();
     report.corpus = corpus.len();
     report.edges = virgin.edges();
-    report.seconds = epoch.elapsed().as_secs_f64();
+    report.seconds = started.elapsed().as_secs_f64();
     report.peak_heap_bytes = peak_bytes();
     report
 }
