@@ -273,6 +273,7 @@ impl Gguf {
 #[cfg(not(target_arch = "wasm32"))]
 /// Opens a model file for reading, refusing what is not a regular file before opening it: a directory
 /// (`io.is_directory`), a device, FIFO or socket (`io.not_a_file`; opening a FIFO would wait for a writer forever).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn open_regular(path: &std::path::Path) -> crate::Result<(std::fs::File, u64)> {
     let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
     if meta.is_dir() {
@@ -289,6 +290,7 @@ pub(crate) fn open_regular(path: &std::path::Path) -> crate::Result<(std::fs::Fi
     Ok((file, meta.len()))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn io_error(path: &std::path::Path, e: std::io::Error) -> crate::Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         err!(IoNotFound, "no such file: {}", path.display())
