@@ -38,7 +38,7 @@ fn every_target_survives_its_regressions_seeds_and_a_short_mutation_run() {
         let budget = harness::Budget {
             executions: executions(name),
             time: std::time::Duration::from_secs(60),
-            seed: 0x5eed_0f_f022,
+            seed: 0x5eed_f022,
             crash_dir: crash_dir.clone(),
             corpus_dir: None,
         };

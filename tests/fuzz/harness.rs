@@ -323,11 +323,14 @@ fn mutate(rng: &mut Rng, parent: &[u8], corpus: &[Vec<u8>], dictionary: &[Vec<u8
 
 // ---- The loop ------------------------------------------------------------------------------------------------------
 
+/// What runs one input through a target.
+pub type RunInput = Box<dyn FnMut(&[u8])>;
+
 /// A fuzz target: its name, the function one input runs through (it panics on a failed check), its seeds, its
 /// dictionary and its largest input.
 pub struct Target {
     pub name: &'static str,
-    pub run: Box<dyn FnMut(&[u8])>,
+    pub run: RunInput,
     pub seeds: Vec<Vec<u8>>,
     pub dictionary: Vec<Vec<u8>>,
     pub max_len: usize,

@@ -326,25 +326,19 @@ async fn lose_device(State(app): State<Arc<App>>) -> Response {
 }
 
 /// The request body, at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`]; otherwise the response that says why.
-async fn read_body(body: Body) -> std::result::Result<Bytes, Response> {
+async fn read_body(body: Body) -> std::result::Result<Bytes, Box<Response>> {
     let read = async {
         let mut stream = body.into_data_stream();
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
                 let message = format!("the request body could not be read: {e}");
-                error_response(StatusCode::BAD_REQUEST, &message, "invalid_request_error", None, None)
+                Box::new(error_response(StatusCode::BAD_REQUEST, &message, "invalid_request_error", None, None))
             })?;
             if bytes.len() + chunk.len() > MAX_BODY_BYTES {
                 let message = format!("the request body is larger than this server's limit of {MAX_BODY_BYTES} bytes");
-                let code = Some("request_too_large");
-                return Err(error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &message,
-                    "invalid_request_error",
-                    None,
-                    code,
-                ));
+                let (kind, code) = ("invalid_request_error", Some("request_too_large"));
+                return Err(Box::new(error_response(StatusCode::PAYLOAD_TOO_LARGE, &message, kind, None, code)));
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -352,14 +346,15 @@ async fn read_body(body: Body) -> std::result::Result<Bytes, Response> {
     };
     tokio::time::timeout(BODY_TIMEOUT, read).await.unwrap_or_else(|_| {
         let message = format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs());
-        Err(error_response(StatusCode::REQUEST_TIMEOUT, &message, "invalid_request_error", None, Some("timeout")))
+        let (kind, code) = ("invalid_request_error", Some("timeout"));
+        Err(Box::new(error_response(StatusCode::REQUEST_TIMEOUT, &message, kind, None, code)))
     })
 }
 
 async fn chat_completions(State(app): State<Arc<App>>, request: HttpRequest) -> Response {
     let body = match read_body(request.into_body()).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut chat = match openai::parse_chat_request(&body) {
         Ok(chat) => chat,
