@@ -13,6 +13,8 @@ export type Webr1ErrorCode =
   | 'gpu.limits'
   | 'gpu.validation'
   | 'context.full'
+  | 'io.is_directory'
+  | 'io.not_a_file'
   | 'chat.no_template'
   | 'chat.template'
   | 'chat.bad_messages'
@@ -171,6 +173,12 @@ export declare class Engine {
   readonly loadInfo: EngineInfo;
   readonly chat: { completions: Completions };
   info(): Promise<EngineInfo>;
+  /**
+   * Loads the model again onto a new GPU device after the device was lost (calls then reject with
+   * `gpu.device_lost`), without reloading the page; resolves to the new `info()`. A URL is read from the cache when the
+   * model was cached. Runs after the request in progress.
+   */
+  reload(options?: { onProgress?: (progress: LoadProgress) => void }): Promise<EngineInfo>;
   /** Frees the GPU memory (and the worker); the engine cannot be used afterwards. */
   unload(): Promise<void>;
 }

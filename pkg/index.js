@@ -35,6 +35,15 @@ class LocalBackend {
     this.core.abort();
   }
 
+  async reload(onProgress) {
+    await this.core.reload(onProgress);
+    return this.core.info();
+  }
+
+  loseDevice() {
+    this.core.loseDevice();
+  }
+
   unload() {
     this.core.unload();
   }
@@ -106,6 +115,14 @@ class WorkerBackend {
 
   abort() {
     this.worker.postMessage({ type: 'abort' });
+  }
+
+  reload(onProgress) {
+    return this.call({ type: 'reload' }, { progress: onProgress });
+  }
+
+  loseDevice() {
+    this.worker.postMessage({ type: 'lose-device' });
   }
 
   async unload() {
@@ -234,6 +251,25 @@ export class Engine {
   async info() {
     this.#check();
     return this.#backend.info();
+  }
+
+  /**
+   * Loads the model again onto a new GPU device, after the device was lost (every call then fails with
+   * `gpu.device_lost`: a driver reset, a mobile browser reclaiming a background tab's GPU). A model that came by URL
+   * is read from the cache when it was cached. Waits for the running request to end first.
+   */
+  async reload({ onProgress } = {}) {
+    this.#check();
+    return this.#serial(async () => {
+      this.loadInfo = await this.#backend.reload(onProgress);
+      return this.loadInfo;
+    });
+  }
+
+  /** A hook for tests, not part of the API: destroys the engine's GPUDevice now, as a driver reset would lose it. */
+  _loseDevice() {
+    this.#check();
+    this.#backend.loseDevice();
   }
 
   /** Frees the GPU memory (and the worker). The engine cannot be used afterwards. */

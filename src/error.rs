@@ -6,6 +6,8 @@
 //! | code | when |
 //! |---|---|
 //! | `io.not_found` | a model file does not exist |
+//! | `io.is_directory` | a directory was given where a model file belongs |
+//! | `io.not_a_file` | a device, FIFO or socket was given where a model file belongs (it is refused before it is opened) |
 //! | `io.read` | reading a file or stream failed |
 //! | `io.write` | writing a file failed (the download cache, standard output) |
 //! | `download.failed` | a model URL could not be fetched or its transfer broke off: a network error, an unreachable Hugging Face listing, a missing part of a split model (the message names the URL and how to pass a local file instead) |
@@ -59,6 +61,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     IoNotFound,
+    IoIsDirectory,
+    IoNotAFile,
     IoRead,
     IoWrite,
     DownloadFailed,
@@ -111,6 +115,8 @@ impl ErrorCode {
     /// Every code, for documentation and tests.
     pub const ALL: &'static [ErrorCode] = &[
         Self::IoNotFound,
+        Self::IoIsDirectory,
+        Self::IoNotAFile,
         Self::IoRead,
         Self::IoWrite,
         Self::DownloadFailed,
@@ -163,6 +169,8 @@ impl ErrorCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::IoNotFound => "io.not_found",
+            Self::IoIsDirectory => "io.is_directory",
+            Self::IoNotAFile => "io.not_a_file",
             Self::IoRead => "io.read",
             Self::IoWrite => "io.write",
             Self::DownloadFailed => "download.failed",

@@ -230,9 +230,13 @@ fn a_full_context_ends_with_length_and_says_so() {
     assert!(finish.note.as_deref().is_some_and(|n| n.contains("context of 56")), "{finish:?}");
     // Every cache row is used, and the token sampled from the last row is output too (it needs no row of its own).
     assert_eq!(prompt_tokens + finish.usage.completion_tokens, 57, "generation used the whole context: {content:?}");
-    // A prompt longer than the context is not an error either: it finishes at once with the reason given.
-    let (_, _, _, finish) = run(&mut engine, ask(&"many words ".repeat(40)));
-    assert_eq!(finish.reason, FinishReason::Length, "{finish:?}");
-    assert_eq!(finish.usage.completion_tokens, 0);
-    assert!(finish.note.as_deref().is_some_and(|n| n.contains("fills the context")), "{finish:?}");
+    // A prompt that leaves no room in the context is a context.full error, before any work, naming both numbers.
+    let long = ask(&"many words ".repeat(40));
+    let e = engine.generate(long).err().expect("a prompt longer than the context is refused");
+    assert_eq!(e.code, webr1::ErrorCode::ContextFull, "{e}");
+    assert!(e.message.contains("the context holds 56"), "{e}");
+    // The engine is unharmed: the first request gives the same answer again.
+    let mut request = ask("Tell me a long story about a lighthouse keeper.");
+    request.sampling = Sampling::greedy();
+    assert_eq!(run(&mut engine, request).1, content);
 }

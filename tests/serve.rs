@@ -99,6 +99,9 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method == "POST" && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        head.push_str("Content-Type: application/json\r\n");
+    }
     head.push_str(&format!("Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n", body.len()));
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -245,7 +248,8 @@ fn disconnects_free_the_engine_a_full_queue_refuses_and_bad_requests_get_400() {
         let mut stream = TcpStream::connect(&addr).unwrap();
         let body = long_stream().to_string();
         let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(head.as_bytes()).unwrap();
@@ -313,7 +317,8 @@ fn malformed_requests_get_400(server: &Server) {
 
 fn api_key_and_cors(server: &Server) {
     let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let head = format!("GET /v1/models HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    stream.write_all(head.as_bytes()).unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 401"), "no key, no service: {raw}");

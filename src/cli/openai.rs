@@ -43,17 +43,15 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     let field = |name: &str| object.get(name).filter(|v| !v.is_null());
 
     let messages = parse_messages(field("messages"))?;
+    // The values' ranges are the engine's to judge (`Request::validate`, below), as for every other shell.
     let mut sampling = Sampling::default();
-    if let Some(t) = number(field("temperature"), "temperature", 0.0, 2.0)? {
+    if let Some(t) = number(field("temperature"), "temperature", f64::MIN, f64::MAX)? {
         sampling.temperature = t;
     }
-    if let Some(p) = number(field("top_p"), "top_p", 0.0, 1.0)? {
-        if p == 0.0 {
-            return Err(bad("top_p", "top_p must be greater than 0"));
-        }
+    if let Some(p) = number(field("top_p"), "top_p", f64::MIN, f64::MAX)? {
         sampling.top_p = p;
     }
-    if let Some(p) = number(field("min_p"), "min_p", 0.0, 1.0)? {
+    if let Some(p) = number(field("min_p"), "min_p", f64::MIN, f64::MAX)? {
         sampling.min_p = p;
     }
     if let Some(k) = integer(field("top_k"), "top_k", 0, u32::MAX as i64)? {
@@ -99,12 +97,24 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
         thinking_budget: None,
         stop,
     };
+    request.validate().map_err(|e| {
+        // The engine's message begins with the name of the value it refuses.
+        let name = e.message.split(' ').next().filter(|n| field(n).is_some()).map(str::to_string);
+        BadRequest { message: e.message, param: name }
+    })?;
     Ok(ChatRequest { request, stream, include_usage })
 }
 
 fn parse_messages(value: Option<&Value>) -> Result<Vec<Message>, BadRequest> {
     let value = value.ok_or_else(|| bad("messages", "messages is required"))?;
     let messages = Message::list_from_json(value).map_err(|e| bad("messages", e.message))?;
+    // Only an assistant's turn may come without content (OpenAI allows it there, beside tool calls).
+    for (i, raw) in value.as_array().into_iter().flatten().enumerate() {
+        let content = raw.get("content").filter(|c| !c.is_null());
+        if content.is_none() && raw.get("role").and_then(Value::as_str) != Some("assistant") {
+            return Err(bad(&format!("messages[{i}].content"), format!("message {i} has no content")));
+        }
+    }
     if messages.is_empty() {
         return Err(bad("messages", "messages must hold at least one message"));
     }
@@ -310,6 +320,15 @@ mod tests {
         let cases = [
             (r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#, "temperature"),
             (r#"{"messages":[{"role":"user","content":"hi"}],"temperature":3}"#, "temperature"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "temperature"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"top_p":7}"#, "top_p"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"top_p":0}"#, "top_p"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"min_p":5}"#, "min_p"),
+            (r#"{"messages":[{"role":"user"}]}"#, "messages[0].content"),
+            (
+                r#"{"messages":[{"role":"system","content":null},{"role":"user","content":"hi"}]}"#,
+                "messages[0].content",
+            ),
             (r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
             (r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1.5}"#, "max_tokens"),
             (r#"{"messages":[{"role":"wizard","content":"hi"}]}"#, "messages[0].role"),

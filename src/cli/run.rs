@@ -1,11 +1,12 @@
 //! `webr1 run MODEL -p TEXT`: one answer from a model, streamed: reasoning first (dimmed on a terminal, on standard
-//! error when standard output is piped), then the answer; speeds on standard error.
+//! error when standard output is piped), then the answer; speeds on standard error. Ctrl-C stops the answer: what was
+//! written stays, the line is ended, the usage line follows and the exit code is 130.
 
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use webr1::chat::{prompt_starts_in_reasoning, Message};
-use webr1::engine::{Event, Finish, Input};
+use webr1::engine::{Event, Finish, FinishReason, Input};
 use webr1::{err, Result};
 
 #[derive(Args)]
@@ -32,8 +33,11 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    args.generation.validate()?;
     let path = super::model::resolve(args.model.as_deref())?;
     let mut engine = super::load_engine(&path, args.generation.engine_options())?;
+    let abort = engine.abort_handle();
+    ctrlc::set_handler(move || abort.abort()).map_err(|e| err!(Usage, "cannot handle Ctrl-C: {e}"))?;
     pollster::block_on(run_async(args, &mut engine, &path))
 }
 
@@ -53,7 +57,12 @@ async fn run_async(args: &RunArgs, engine: &mut webr1::engine::Engine, path: &Pa
         match event? {
             Event::Reasoning(text) => out.reasoning(&text),
             Event::Content(text) => out.content(&text),
-            Event::Done(finish) => out.done(&finish, path)?,
+            Event::Done(finish) => {
+                out.done(&finish, path)?;
+                if finish.reason == FinishReason::Abort {
+                    return Err(err!(Aborted, "stopped by Ctrl-C"));
+                }
+            }
         }
     }
     Ok(())
@@ -107,6 +116,9 @@ impl Output {
     fn done(&mut self, finish: &Finish, model: &Path) -> Result<()> {
         if self.in_reasoning {
             print!("\x1b[0m");
+        }
+        if !self.tty && !self.json && !self.hide_reasoning && !self.reasoning.is_empty() {
+            eprintln!(); // the reasoning went to standard error: end its line before the usage line
         }
         let u = &finish.usage;
         if self.json {

@@ -132,6 +132,10 @@ pub struct Generation<'e> {
 
 impl<'e> Generation<'e> {
     pub(super) fn new(engine: &'e mut Engine, request: Request) -> Result<Generation<'e>> {
+        request.validate()?;
+        if let Some(lost) = engine.session.gpu.lost() {
+            return Err(lost);
+        }
         let (ids, starts_in_reasoning) = match &request.input {
             Input::Messages(messages) => {
                 let prompt = engine.prompt(messages)?;
@@ -145,6 +149,7 @@ impl<'e> Generation<'e> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= engine.tokenizer.n_vocab()) {
             return Err(err!(Usage, "token id {bad} is outside the vocabulary of {}", engine.tokenizer.n_vocab()));
         }
+        super::request::check_prompt_fits(ids.len(), engine.session.cache.ctx())?;
         engine.abort.take();
         Ok(Generation {
             engine,
@@ -252,10 +257,6 @@ impl<'e> Generation<'e> {
         session.rewind(reuse);
         self.usage.prompt_tokens = ids.len();
         self.usage.cached_tokens = reuse;
-        if ids.len() >= session.cache.ctx() {
-            let note = format!("the prompt of {} tokens fills the context of {}", ids.len(), session.cache.ctx());
-            return self.finish(FinishReason::Length, Some(note));
-        }
         let s = &self.request.sampling;
         let params = SamplingParams::new(s.temperature, s.top_k, s.top_p, s.min_p, s.seed, 0);
         session.set_sampling(&params)?;

@@ -9,6 +9,7 @@ mod generate;
 mod load;
 mod perplexity;
 mod profile;
+mod request;
 mod session;
 
 pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
@@ -17,6 +18,7 @@ pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
 pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
 pub use profile::{weight_bytes_needed, ClassRow, OpRow, Profile};
+pub use request::{check_prompt_fits, context_length};
 pub use session::{LoopStats, Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt};
@@ -121,7 +123,7 @@ impl Engine {
             Some(_) => Some(ChatTemplate::from_metadata(model.metadata())?),
             None => None,
         };
-        let ctx = options.context_length.unwrap_or(16384).min(config.context_length as usize);
+        let ctx = context_length(options.context_length, config.context_length as usize, 16384)?;
         KvCache::check_fits(gpu, &config, ctx)?;
         let max_buffer = gpu.limits().max_buffer_size;
         let biggest_row = tensors.iter().map(|t| t.row_bytes()).max().unwrap_or(0);

@@ -375,6 +375,25 @@ impl Gpu {
         }
     }
 
+    /// A `gpu.device_lost` error when the device was lost (a driver reset, [`wgpu::Device::destroy`], a browser that
+    /// reclaimed it): permanent, unlike the errors [`Gpu::check`] clears. A new [`Gpu`] is needed to go on.
+    pub fn lost(&self) -> Option<Error> {
+        self.lost_reason().map(|why| lost(&why))
+    }
+
+    /// After an operation failed: gives a device loss time to be reported. In the browser, `GPUDevice.lost` resolves
+    /// on a later turn of the event loop than the failed `mapAsync`; this waits up to ~100 ms for it. Natively the loss
+    /// is reported while polling, so there is nothing to wait for.
+    pub async fn settle_loss(&self) {
+        #[cfg(target_arch = "wasm32")]
+        for _ in 0..20 {
+            if self.lost_reason().is_some() {
+                return;
+            }
+            next_tick(5).await;
+        }
+    }
+
     fn lost_reason(&self) -> Option<String> {
         self.errors.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -441,6 +460,21 @@ async fn request_device(
         })
         .await
         .map_err(|e| err!(GpuDevice, "the GPU adapter {summary} refused to create a device ({features}): {e}"))
+}
+
+/// Resolves after `ms` milliseconds on the browser's event loop (`setTimeout`, in a page or a worker).
+#[cfg(target_arch = "wasm32")]
+async fn next_tick(ms: i32) {
+    use wasm_bindgen::{JsCast, JsValue};
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let set_timeout = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"));
+        if let Ok(f) = set_timeout.and_then(|f| f.dyn_into::<js_sys::Function>()) {
+            let _ = f.call2(&JsValue::NULL, &resolve, &JsValue::from(ms));
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 fn lost(why: &str) -> Error {

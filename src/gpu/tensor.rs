@@ -385,6 +385,9 @@ pub(crate) async fn read_mapped(
     });
     if was_mapped {
         staging.unmap();
+    } else {
+        // A map that failed because the device was lost: in the browser the loss is reported a moment later.
+        gpu.settle_loss().await;
     }
     // An error the device reported (a rejected dispatch, a lost device) explains a failed map, and voids the data.
     gpu.check()?;

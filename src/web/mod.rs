@@ -6,6 +6,8 @@
 //!   finished (reason, usage, token ids);
 //! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory;
 //! - [`WebEngine::profile`] is `webr1 bench --profile` in the browser (a hook for tests and measurements).
+//! - a lost device fails the running and every later call with `gpu.device_lost`; the package's `reload()` loads the
+//!   model again into a new `WebEngine` (a new device).
 //!
 //! Errors reach JS as `Error`s with a stable `code` ([`errors`]). Options and events cross as plain objects through
 //! `serde-wasm-bindgen`.
@@ -125,6 +127,8 @@ pub struct WebEngine {
     engine: Rc<RefCell<Slot>>,
     abort: AbortHandle,
     info: serde_json::Value,
+    /// The engine's GPU device, reachable while a generation holds the engine (for [`WebEngine::lose_device`]).
+    device: wgpu::Device,
 }
 
 #[wasm_bindgen]
@@ -168,6 +172,13 @@ impl WebEngine {
         run_profile(&self.engine, n_tokens as usize, n_prompt as usize, warmup).await.map_err(to_js)
     }
 
+    /// A hook for tests: destroys the engine's `GPUDevice` now, even mid-generation, as a driver reset or a
+    /// reclaimed background tab loses it. The running generation then fails with `gpu.device_lost`, and so does
+    /// every later call until the model is loaded again.
+    pub fn lose_device(&self) {
+        self.device.destroy();
+    }
+
     /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
     pub fn abort(&self) {
         self.abort.abort();
@@ -208,7 +219,8 @@ impl WebEngine {
         let engine = Engine::load(&mut source, engine_options, progress).await?;
         let info = describe(&engine);
         let abort = engine.abort_handle();
-        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info })
+        let device = engine.gpu().device().clone();
+        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info, device })
     }
 }
 
@@ -299,30 +311,25 @@ fn build_request(o: GenerateOptions) -> Result<Request> {
     };
     let defaults = Sampling::default();
     let temperature = o.temperature.unwrap_or(defaults.temperature);
-    let check = |name: &str, v: f32, lo: f32, hi: f32| -> Result<()> {
-        match v.is_finite() && (lo..=hi).contains(&v) {
-            true => Ok(()),
-            false => Err(err!(Usage, "{name} must be between {lo} and {hi}, not {v}")),
-        }
-    };
-    check("temperature", temperature, 0.0, 2.0)?;
-    let top_p = o.top_p.unwrap_or(defaults.top_p);
-    check("top_p", top_p, 0.0, 1.0)?;
-    let min_p = o.min_p.unwrap_or(defaults.min_p);
-    check("min_p", min_p, 0.0, 1.0)?;
     let seed = match o.seed {
         None => js_sys::Math::random().to_bits(),
         Some(s) if s.is_finite() && s >= 0.0 && s.fract() == 0.0 => s as u64,
         Some(s) => return Err(err!(Usage, "seed must be a non-negative integer, not {s}")),
     };
-    let sampling = match temperature == 0.0 {
-        true => Sampling::greedy(),
-        false => Sampling { temperature, top_k: o.top_k.unwrap_or(defaults.top_k), top_p, min_p, seed },
+    let sampling = Sampling {
+        temperature,
+        top_k: o.top_k.unwrap_or(defaults.top_k),
+        top_p: o.top_p.unwrap_or(defaults.top_p),
+        min_p: o.min_p.unwrap_or(defaults.min_p),
+        seed,
     };
-    if o.max_tokens == Some(0) {
-        return Err(err!(Usage, "max_tokens must be at least 1"));
-    }
-    Ok(Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop })
+    // The same check as every shell's (`Request::validate`); temperature 0 is greedy once it has passed.
+    sampling.validate()?;
+    let sampling = if temperature == 0.0 { Sampling::greedy() } else { sampling };
+    let request =
+        Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop };
+    request.validate()?;
+    Ok(request)
 }
 
 /// What `engine.info()` reports.
