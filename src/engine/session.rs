@@ -3,8 +3,9 @@
 //! perplexity, the logits.
 
 use crate::config::ModelConfig;
+use crate::gpu::ops::mask_words;
 use crate::gpu::ops::SamplingParams;
-use crate::gpu::{DType, Gpu, Readback, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Readback, Tensor};
 use crate::model::{Graph, Head, HeadKind, KvCache, Weights};
 use crate::{err, Result};
 use std::collections::HashMap;
@@ -53,6 +54,11 @@ pub struct Session {
     readback: Readback,
     /// The sampling graph that ran last (its `logits` and `token` hold the latest results).
     last_batch: Option<usize>,
+    /// Constrained decoding: the allowed-token bits (`u32 [n_vocab / 32]`, made on first use), the mask dispatch of
+    /// each sampling graph that used it, and whether the next [`Session::feed`] applies it.
+    mask: Option<Tensor>,
+    mask_dispatches: HashMap<usize, Dispatch>,
+    mask_armed: bool,
 }
 
 impl Session {
@@ -71,6 +77,9 @@ impl Session {
             sampling,
             readback,
             last_batch: None,
+            mask: None,
+            mask_dispatches: HashMap::new(),
+            mask_armed: false,
         };
         session.ensure_graph(1, HeadKind::Sample)?;
         Ok(session)
@@ -91,6 +100,7 @@ impl Session {
                 if self.odd_graphs.len() > ODD_GRAPHS_KEPT {
                     let old = self.odd_graphs.remove(0);
                     self.graphs.remove(&old);
+                    self.mask_dispatches.remove(&old.0);
                 }
             }
             self.graphs.insert(key, graph);
@@ -114,14 +124,47 @@ impl Session {
     /// logits and sampled token of the last one are ready. Fails when the context would overflow.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_room(tokens.len())?;
-        for chunk in tokens.chunks(self.prefill_batch) {
+        let masked = std::mem::take(&mut self.mask_armed);
+        let n_chunks = tokens.len().div_ceil(self.prefill_batch);
+        for (i, chunk) in tokens.chunks(self.prefill_batch).enumerate() {
             let n_past = self.cache.len();
             self.ensure_graph(chunk.len(), HeadKind::Sample)?;
-            self.graphs[&(chunk.len(), HeadKind::Sample)].submit(&self.gpu, chunk, n_past)?;
+            if masked && i + 1 == n_chunks {
+                self.submit_masked(chunk, n_past)?;
+            } else {
+                self.graphs[&(chunk.len(), HeadKind::Sample)].submit(&self.gpu, chunk, n_past)?;
+            }
             self.cache.extend(chunk);
             self.last_batch = Some(chunk.len());
         }
         Ok(())
+    }
+
+    /// Constrained decoding (README.md, "Structured output"): the token sampled after the next [`Session::feed`] is
+    /// one whose bit is set in `allowed` (one bit per token id, 32 to a word, least significant first: llguidance's
+    /// mask words). One upload of n_vocab / 8 bytes; the feed after that one samples freely again.
+    pub fn set_mask(&mut self, allowed: &[u32]) -> Result<()> {
+        let words = mask_words(self.config.n_vocab as usize);
+        if allowed.len() < words {
+            return Err(err!(Usage, "a token mask of {} words for a vocabulary of {words} words", allowed.len()));
+        }
+        if self.mask.is_none() {
+            self.mask = Some(Tensor::new(&self.gpu, "token mask", &[words], DType::U32)?);
+        }
+        let mask = self.mask.as_ref().ok_or_else(|| err!(Usage, "no token mask"))?;
+        self.gpu.write_buffer(mask.buffer(), 0, bytemuck::cast_slice(&allowed[..words]))?;
+        self.mask_armed = true;
+        Ok(())
+    }
+
+    /// Submits a chunk through its sampling graph with the token mask between the LM head and the sampler.
+    fn submit_masked(&mut self, chunk: &[u32], n_past: usize) -> Result<()> {
+        let graph = &self.graphs[&(chunk.len(), HeadKind::Sample)];
+        if !self.mask_dispatches.contains_key(&chunk.len()) {
+            let mask = self.mask.as_ref().ok_or_else(|| err!(Usage, "no token mask was set"))?;
+            self.mask_dispatches.insert(chunk.len(), graph.mask_dispatch(&self.gpu, mask)?);
+        }
+        graph.submit_masked(&self.gpu, chunk, n_past, &self.mask_dispatches[&chunk.len()])
     }
 
     /// Computes `tokens` after those already in the cache, like [`Session::feed`], and returns for each position `i`

@@ -77,6 +77,9 @@ pub struct Graph {
     pub inputs: StepInputs,
     pub head: Head,
     dispatches: Vec<Dispatch>,
+    /// Where the sampler's dispatches start in `dispatches` (a sampling head only): the place of the optional mask
+    /// dispatch of constrained steps ([`Graph::submit_masked`]).
+    sampler_at: Option<usize>,
     acts: Activations,
 }
 
@@ -168,6 +171,7 @@ impl Graph {
             d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
         }
         let n_vocab = c.n_vocab as usize;
+        let mut sampler_at = None;
         let head = match kind {
             HeadKind::Sample => {
                 // Only the last token's logits are needed: final norm and LM head on that row.   [1, n_vocab]
@@ -177,6 +181,7 @@ impl Graph {
                 d.push(ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, eps)?);
                 d.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
                 // The next token, sampled on the GPU.                                            u32 [1]
+                sampler_at = Some(d.len());
                 d.extend(ops::sample(gpu, &logits, 0, n_vocab, sampling, &token, 0)?);
                 Head::Sample { logits, token }
             }
@@ -191,11 +196,39 @@ impl Graph {
                 Head::Score { targets, logits, nll }
             }
         };
-        Ok(Graph { batch, inputs, head, dispatches: d, acts: a })
+        Ok(Graph { batch, inputs, head, dispatches: d, sampler_at, acts: a })
     }
 
     /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.
     pub fn submit(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
+        self.write_inputs(gpu, tokens, n_past)?;
+        gpu.submit(&self.dispatches);
+        Ok(())
+    }
+
+    // --- Constrained decoding (README.md, "Structured output"): the one hook into the pass. ---
+
+    /// The dispatch that masks this graph's logits with `allowed` (see [`ops::apply_mask`]); a sampling graph only.
+    pub fn mask_dispatch(&self, gpu: &Gpu, allowed: &Tensor) -> Result<Dispatch> {
+        match &self.head {
+            Head::Sample { logits, .. } => ops::apply_mask(gpu, logits, 0, logits.cols(), allowed),
+            Head::Score { .. } => Err(err!(Usage, "a scoring graph samples nothing to mask")),
+        }
+    }
+
+    /// [`Graph::submit`] with `mask` (from [`Graph::mask_dispatch`]) recorded between the LM head and the sampler, in
+    /// the same command buffer.
+    pub fn submit_masked(&self, gpu: &Gpu, tokens: &[u32], n_past: usize, mask: &Dispatch) -> Result<()> {
+        let at = self.sampler_at.ok_or_else(|| err!(Usage, "a scoring graph samples nothing to mask"))?;
+        self.write_inputs(gpu, tokens, n_past)?;
+        let (trunk, sampler) = self.dispatches.split_at(at);
+        gpu.submit(trunk.iter().chain([mask]).chain(sampler));
+        Ok(())
+    }
+
+    // --- End of the constrained-decoding hook. ---
+
+    fn write_inputs(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
         if tokens.len() != self.batch {
             return Err(err!(Usage, "{} tokens for a graph of batch {}", tokens.len(), self.batch));
         }
@@ -203,9 +236,7 @@ impl Graph {
         gpu.write_buffer(self.inputs.ids.buffer(), 0, bytemuck::cast_slice(tokens))?;
         gpu.write_buffer(self.inputs.pos.buffer(), 0, bytemuck::cast_slice(&pos))?;
         let step = [n_past as u32, tokens.len() as u32, 0, 0];
-        gpu.write_buffer(self.inputs.step.buffer(), 0, bytemuck::cast_slice(&step))?;
-        gpu.submit(&self.dispatches);
-        Ok(())
+        gpu.write_buffer(self.inputs.step.buffer(), 0, bytemuck::cast_slice(&step))
     }
 
     /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].

@@ -289,7 +289,15 @@ fn build_request(o: GenerateOptions) -> Result<Request> {
     if o.max_tokens == Some(0) {
         return Err(err!(Usage, "max_tokens must be at least 1"));
     }
-    Ok(Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop })
+    Ok(Request {
+        input,
+        sampling,
+        max_tokens: o.max_tokens,
+        thinking_budget: o.thinking_budget,
+        stop: o.stop,
+        format: None,
+        tools: None,
+    })
 }
 
 /// What `engine.info()` reports.

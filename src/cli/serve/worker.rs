@@ -2,12 +2,14 @@
 //! a bounded queue in front of it. A job's events go back on a channel; when the client has gone (the channel is
 //! closed) a waiting job is skipped and a running one is aborted, so the engine is free for the next.
 
+use super::super::openai::{bad_field, BadRequest};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use tokio::sync::mpsc::UnboundedSender;
-use webr1::engine::{EngineOptions, Event, Request};
+use webr1::chat::ToolFormat;
+use webr1::engine::{Compiler, EngineOptions, Event, Request};
 use webr1::{err, Error, Result};
 
 /// What a job reports back.
@@ -24,6 +26,25 @@ pub struct Job {
     pub events: UnboundedSender<JobEvent>,
 }
 
+/// Compiles a request's response format or tool grammar on the HTTP side, so that a schema the engine cannot use is
+/// a 400 before the request waits in the queue (the engine compiles it again when the request runs).
+pub struct Checker {
+    compiler: std::sync::Arc<Compiler>,
+    format: ToolFormat,
+}
+
+impl Checker {
+    pub fn check(&self, request: &Request) -> std::result::Result<(), BadRequest> {
+        if let Some(format) = &request.format {
+            self.compiler.compile(format).map_err(|e| bad_field("response_format", &e))?;
+        }
+        if let Some(tools) = request.tools.as_ref().filter(|t| t.active()) {
+            self.compiler.compile_tool_grammar(&self.format.grammar(tools)).map_err(|e| bad_field("tools", &e))?;
+        }
+        Ok(())
+    }
+}
+
 /// The queue is full: the client should retry later (HTTP 429).
 #[derive(Debug)]
 pub struct QueueFull;
@@ -38,18 +59,22 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Loads the model on a new thread and returns once it is ready (or failed to load).
-    pub fn start(path: PathBuf, options: EngineOptions, queue: usize) -> Result<Worker> {
+    /// Loads the model on a new thread and returns once it is ready (or failed to load), with the checker of its
+    /// requests' constraints.
+    pub fn start(path: PathBuf, options: EngineOptions, queue: usize) -> Result<(Worker, Checker)> {
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let (ready, loaded) = mpsc::channel::<Result<()>>();
+        let (ready, loaded) = mpsc::channel::<Result<Checker>>();
         let pending = Arc::new(AtomicUsize::new(0));
         let done = pending.clone();
         std::thread::Builder::new()
             .name("webr1-engine".into())
             .spawn(move || {
-                let mut engine = match crate::cli::load_engine(&path, options) {
-                    Ok(engine) => {
-                        let _ = ready.send(Ok(()));
+                let loaded = crate::cli::load_engine(&path, options).and_then(|mut engine| {
+                    Ok((Checker { compiler: engine.compiler()?, format: engine.tool_format() }, engine))
+                });
+                let mut engine = match loaded {
+                    Ok((checker, engine)) => {
+                        let _ = ready.send(Ok(checker));
                         engine
                     }
                     Err(e) => {
@@ -63,8 +88,8 @@ impl Worker {
                 }
             })
             .map_err(|e| err!(Usage, "cannot start the engine thread: {e}"))?;
-        loaded.recv().map_err(|_| err!(Usage, "the engine thread stopped while loading the model"))??;
-        Ok(Worker { jobs, pending, capacity: queue.saturating_add(1) })
+        let checker = loaded.recv().map_err(|_| err!(Usage, "the engine thread stopped while loading the model"))??;
+        Ok((Worker { jobs, pending, capacity: queue.saturating_add(1) }, checker))
     }
 
     /// Queues a job behind the others, or refuses it when `capacity` jobs are already admitted.

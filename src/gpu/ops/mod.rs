@@ -9,6 +9,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod get_rows;
 pub mod kv_store;
+pub mod mask;
 pub mod matmul;
 pub mod nll;
 pub mod rms_norm;
@@ -22,6 +23,7 @@ pub use attention::{
 pub use elementwise::{add, mul, scale, silu_mul};
 pub use get_rows::get_rows;
 pub use kv_store::kv_store;
+pub use mask::{apply_mask, mask_words};
 pub use matmul::{matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
 pub use nll::nll;
 pub use rms_norm::rms_norm;
