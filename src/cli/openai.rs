@@ -38,44 +38,26 @@ fn tools_param(message: &str) -> &'static str {
     }
 }
 
-/// OpenAI's `response_format` (`text`, `json_object`, `json_schema`), or webr1's `grammar` (Lark) or `regex`: at most
-/// one of them.
+/// OpenAI's `response_format`, or webr1's `grammar` (Lark) or `regex` (see [`OutputFormat::from_openai`]).
 fn parse_format(
     response_format: Option<&Value>,
     grammar: Option<&Value>,
     regex: Option<&Value>,
 ) -> Result<Option<OutputFormat>, BadRequest> {
-    let from_response_format = match response_format {
-        None => None,
-        Some(v) => match v.get("type").and_then(Value::as_str) {
-            Some("text") => None,
-            Some("json_object") => Some(OutputFormat::JsonObject),
-            Some("json_schema") => {
-                let spec = v.get("json_schema").filter(|s| s.is_object()).ok_or_else(|| {
-                    bad("response_format.json_schema", "json_schema must be an object {name, schema, strict}")
-                })?;
-                let schema = spec.get("schema").cloned().unwrap_or(json!({}));
-                webr1::engine::check_schema_bounds(&schema)
-                    .map_err(|e| bad_field("response_format.json_schema.schema", &e))?;
-                Some(OutputFormat::JsonSchema(schema))
-            }
-            _ => return Err(bad("response_format", "response_format.type must be text, json_object or json_schema")),
-        },
-    };
     let text = |v: Option<&Value>, name: &str| -> Result<Option<String>, BadRequest> {
         match v {
             None => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(bad(name, format!("{name} must be a non-empty string"))),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(name, format!("{name} must be a string"))),
         }
     };
-    let grammar = text(grammar, "grammar")?.map(OutputFormat::Lark);
-    let regex = text(regex, "regex")?.map(OutputFormat::Regex);
-    let given: Vec<OutputFormat> = [from_response_format, grammar, regex].into_iter().flatten().collect();
-    if given.len() > 1 {
-        return Err(bad("response_format", "pass at most one of response_format, grammar and regex"));
-    }
-    Ok(given.into_iter().next())
+    let (grammar, regex) = (text(grammar, "grammar")?, text(regex, "regex")?);
+    let param = match (response_format.is_some(), grammar.is_some()) {
+        (true, _) => "response_format",
+        (false, true) => "grammar",
+        (false, false) => "regex",
+    };
+    OutputFormat::from_openai(response_format, grammar.as_deref(), regex.as_deref()).map_err(|e| bad_field(param, &e))
 }
 
 /// A checked chat completion request.

@@ -43,6 +43,48 @@ pub enum OutputFormat {
     Regex(String),
 }
 
+impl OutputFormat {
+    /// OpenAI's `response_format` (`{type: "text" | "json_object" | "json_schema", json_schema: {name, schema,
+    /// strict}}`) or webr1's `grammar` (Lark) or `regex`, at most one of them; `None` for plain text. Errors are
+    /// `structured.schema` (with the schema checked against webr1's bounds) or `usage`.
+    pub fn from_openai(
+        response_format: Option<&Value>,
+        grammar: Option<&str>,
+        regex: Option<&str>,
+    ) -> Result<Option<OutputFormat>> {
+        let from_response_format = match response_format {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.get("type").and_then(Value::as_str) {
+                Some("text") => None,
+                Some("json_object") => Some(OutputFormat::JsonObject),
+                Some("json_schema") => {
+                    let spec = v.get("json_schema").filter(|s| s.is_object()).ok_or_else(|| {
+                        err!(StructuredSchema, "response_format.json_schema must be an object {{name, schema, strict}}")
+                    })?;
+                    let schema = spec.get("schema").cloned().unwrap_or(serde_json::json!({}));
+                    check_schema_bounds(&schema)?;
+                    Some(OutputFormat::JsonSchema(schema))
+                }
+                _ => return Err(err!(Usage, "response_format.type must be text, json_object or json_schema")),
+            },
+        };
+        let text = |v: Option<&str>, name: &str| -> Result<Option<String>> {
+            match v {
+                None => Ok(None),
+                Some("") => Err(err!(Usage, "{name} must not be empty")),
+                Some(s) => Ok(Some(s.to_string())),
+            }
+        };
+        let grammar = text(grammar, "grammar")?.map(OutputFormat::Lark);
+        let regex = text(regex, "regex")?.map(OutputFormat::Regex);
+        let given: Vec<OutputFormat> = [from_response_format, grammar, regex].into_iter().flatten().collect();
+        if given.len() > 1 {
+            return Err(err!(Usage, "pass at most one of response_format, grammar and regex"));
+        }
+        Ok(given.into_iter().next())
+    }
+}
+
 /// Checks a schema against webr1's bounds before llguidance compiles it: depth, size and `enum` lengths, without
 /// recursion (a 10,000-deep schema is refused, not walked).
 pub fn check_schema_bounds(schema: &Value) -> Result<()> {

@@ -58,6 +58,7 @@ pub struct Structured {
 impl Structured {
     /// The constraint of a generation whose prompt `starts_in_reasoning` (or not), for tool calls in `tools` format
     /// when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         matcher: Matcher,
         compiler: &Compiler,
