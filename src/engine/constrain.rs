@@ -256,10 +256,20 @@ impl Compiler {
     fn matcher(&self, grammar: TopLevelGrammar, kind: CompileKind) -> Result<Matcher> {
         let parser = self.factory.create_parser(grammar).map_err(|e| kind.error(&e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
-        match matcher.get_error() {
-            Some(e) => Err(kind.error(&e)),
-            None => Ok(matcher),
+        if let Some(e) = matcher.get_error() {
+            return Err(kind.error(&e));
         }
+        // A grammar that admits no first token (a `$ref` that only refers to itself, an unsatisfiable schema) is
+        // refused now rather than at the first step of a generation.
+        let mut probe = matcher.clone();
+        let admits_nothing = match probe.compute_mask() {
+            Ok(mask) => mask.is_zero() && !probe.is_accepting().unwrap_or(false),
+            Err(_) => true,
+        };
+        if admits_nothing {
+            return Err(kind.error("it admits no value (a $ref that only refers to itself, or contradictory rules)"));
+        }
+        Ok(matcher)
     }
 
     /// The end-of-generation ids: all of them are allowed where the grammar allows its end.

@@ -59,6 +59,8 @@ pub struct Session {
     mask: Option<Tensor>,
     mask_dispatches: HashMap<usize, Dispatch>,
     mask_armed: bool,
+    /// Steps submitted with a token mask (tests check that unconstrained decoding has none).
+    masked_steps: u64,
 }
 
 impl Session {
@@ -80,6 +82,7 @@ impl Session {
             mask: None,
             mask_dispatches: HashMap::new(),
             mask_armed: false,
+            masked_steps: 0,
         };
         session.ensure_graph(1, HeadKind::Sample)?;
         Ok(session)
@@ -131,6 +134,7 @@ impl Session {
             self.ensure_graph(chunk.len(), HeadKind::Sample)?;
             if masked && i + 1 == n_chunks {
                 self.submit_masked(chunk, n_past)?;
+                self.masked_steps += 1;
             } else {
                 self.graphs[&(chunk.len(), HeadKind::Sample)].submit(&self.gpu, chunk, n_past)?;
             }
@@ -271,6 +275,12 @@ impl Session {
     pub fn dispatch_list(&mut self, batch: usize) -> Result<Vec<String>> {
         self.ensure_graph(batch, HeadKind::Sample)?;
         Ok(self.graphs[&(batch, HeadKind::Sample)].describe())
+    }
+
+    /// Steps submitted with a token mask since the model was loaded (each uploaded one mask and ran one more
+    /// dispatch than [`Session::decode_dispatches`]).
+    pub fn masked_steps(&self) -> u64 {
+        self.masked_steps
     }
 
     /// Prompt tokens per prefill dispatch list.
