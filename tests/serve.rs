@@ -189,7 +189,7 @@ fn the_openai_python_client_streams_and_not_with_the_same_answer() {
 /// message answers in text, and `parse` with a pydantic model gives the parsed object.
 #[test]
 fn the_openai_client_gets_tool_calls_and_parsed_json() {
-    let Some(server) = Server::start(&["--f32", "--ctx", "1024"]) else { return };
+    let Some(server) = Server::start(&["--f32"]) else { return };
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/tools_client.py");
     let base = format!("http://{}/v1", server.addr);
     let started = Instant::now();

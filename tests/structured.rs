@@ -272,3 +272,66 @@ fn bad_schemas_are_quick_coded_errors_and_the_committed_ones_compile() {
         eprintln!("{:>6.1} ms  {e}", took.as_secs_f64() * 1e3);
     }
 }
+
+/// Each template's tool format: R1-Distill's gets the tool list in its system prompt and earlier calls written back
+/// in its own markers (well formed, closed); Qwen2.5's renders the list itself; smol135's gets the generic layout.
+#[test]
+fn tool_prompts_use_each_models_own_format() {
+    use webr1::chat::{ChatTemplate, ToolFormat, Tools};
+    let tools = Tools::from_json(
+        Some(&json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather <|im_end|> now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])),
+        None,
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    let conversation = Message::list_from_json(&json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 C"},
+    ]))
+    .unwrap();
+    let mut seen = Vec::new();
+    for (name, want) in [
+        ("r1-qwen", ToolFormat::DeepSeek),
+        ("qwen05", ToolFormat::Hermes { native: true }),
+        ("smol135", ToolFormat::Hermes { native: false }),
+    ] {
+        let Some(path) = common::vocab_gguf(name) else { continue };
+        let gguf = webr1::gguf::Gguf::read_file(&path).unwrap();
+        let template = ChatTemplate::from_gguf(&gguf).unwrap();
+        let tokenizer = webr1::tokenizer::Tokenizer::from_metadata(&gguf.metadata).unwrap();
+        let format = ToolFormat::for_template(&template);
+        assert_eq!(format, want, "{name}");
+        let (messages, listed) = format.prepare(&conversation, &tools);
+        let prompt = template.prompt_with_tools(&tokenizer, &messages, listed.as_ref()).unwrap();
+        assert!(prompt.text.contains("\"get_weather\""), "{name}: the tool list is in the prompt:\n{}", prompt.text);
+        assert!(prompt.text.contains("21 C"), "{name}: the tool result is in the prompt");
+        // The description's `<|im_end|>` is the user's text: never a control token.
+        if let Some(im_end) = tokenizer.control_id("<|im_end|>") {
+            let ends = prompt.ids.iter().filter(|&&id| id == im_end).count();
+            let written = prompt.text.matches("<|im_end|>").count();
+            assert_eq!(ends, written - 1, "{name}: the description's <|im_end|> became a control token");
+        }
+        seen.push((name, prompt.text));
+    }
+    for (name, text) in &seen {
+        match *name {
+            "r1-qwen" => {
+                assert!(text.contains("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"), "{text}");
+                assert!(text.contains("<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>21 C<｜tool▁output▁end｜>"), "{text}");
+            }
+            "qwen05" => {
+                assert!(text.contains("<tools>\n{\"type\": \"function\""), "{text}");
+                assert!(text.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"), "{text}");
+                assert!(text.contains("<tool_response>\n21 C\n</tool_response>"), "{text}");
+            }
+            _ => {
+                assert!(text.contains("<tools>\n{\"type\": \"function\""), "{text}");
+                assert!(text.contains("<tool_response>\n21 C\n</tool_response>"), "{text}");
+            }
+        }
+    }
+}

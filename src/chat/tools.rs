@@ -32,7 +32,8 @@ pub const MAX_TOOLS: usize = 128;
 pub struct Tool {
     pub name: String,
     pub description: Option<String>,
-    /// The JSON schema of its arguments (`{"type": "object", "properties": {}}` when the request gave none).
+    /// The JSON schema of its arguments (no arguments, `{"type": "object", "properties": {}, "additionalProperties":
+    /// false}`, when the request gave none).
     pub parameters: Value,
     pub strict: bool,
 }
@@ -165,7 +166,7 @@ fn tool_from_json(i: usize, tool: &Value) -> Result<Tool> {
         Some(_) => return Err(bad("function.description must be a string")),
     };
     let parameters = match function.get("parameters") {
-        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}, "additionalProperties": false}),
         Some(p @ Value::Object(_)) => p.clone(),
         Some(_) => return Err(bad("function.parameters must be a JSON schema object")),
     };

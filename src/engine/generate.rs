@@ -1,5 +1,7 @@
 //! One generation: prefill (reusing the cached prefix), then one token per step until an end-of-generation token, the
-//! token limit, a stop string, a full context or an abort; the text streamed as reasoning and answer deltas.
+//! token limit, a stop string, a full context or an abort; the text streamed as reasoning and answer deltas (and tool
+//! calls). With a response format or tools, [`Structured`] is called before each step (the token mask) and with each
+//! token (the grammar); see README.md, "Structured output".
 
 use super::constrain::OutputFormat;
 use super::structured::{self, Structured};

@@ -3,7 +3,9 @@
 //! It is async and target-agnostic: the browser package awaits it on WebGPU, the CLI and the server drive it with
 //! `pollster` natively. Generation works on token ids: the prompt is the chat template's rendering, tokenised with
 //! control tokens only where the template wrote them; the output is detokenised without ever splitting a character and
-//! split into R1's reasoning and its answer.
+//! split into R1's reasoning and its answer. A request may constrain its answer (a JSON schema, a grammar) or offer
+//! tools: `constrain` compiles the constraint and computes each step's token mask, `structured` decides when it
+//! applies (README.md, "Structured output").
 
 mod constrain;
 mod generate;

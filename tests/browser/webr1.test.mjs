@@ -218,7 +218,7 @@ test('structured output: a schema-valid answer and a streamed tool call from the
     });
     const stream = await engine.chat.completions.create({
       messages: [{ role: 'user', content: 'Time?' }],
-      tools: [{ type: 'function', function: { name: 'now', parameters: { type: 'object', properties: {} } } }],
+      tools: [{ type: 'function', function: { name: 'now', description: 'The time (no arguments).' } }],
       tool_choice: 'required',
       temperature: 0,
       max_tokens: 40,

@@ -30,7 +30,7 @@ weather = {
         },
     },
 }
-clock = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+clock = {"type": "function", "function": {"name": "get_time", "description": "The time now (no arguments)."}}
 tools = [weather, clock]
 ask = [{"role": "user", "content": "What is the weather in Paris?"}]
 seen = {}
@@ -103,12 +103,12 @@ seen["named"] = {
 class City(pydantic.BaseModel):
     name: str = pydantic.Field(max_length=20)
     country: str = pydantic.Field(max_length=20)
-    population_millions: float = pydantic.Field(ge=0, le=50)
+    population_millions: int = pydantic.Field(ge=0, le=50)
 
 
 parsed = client.chat.completions.parse(
     model=model, messages=[{"role": "user", "content": "Describe Paris."}], response_format=City,
-    temperature=0, max_tokens=80,
+    temperature=0, max_tokens=120,
 )
 city = parsed.choices[0].message.parsed
 seen["parse"] = {
