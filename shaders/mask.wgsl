@@ -14,7 +14,9 @@ struct Params {
     n_vocab: u32, // logits in the row (bits that count)
     offset: u32,  // element of `logits` where the row starts
     n_words: u32, // ceil(n_vocab / 32), the words of `allowed`
-    _pad: u32,
+    // 0xff800000, the bits of -inf: WGSL has no infinite constants (Tint rejects `bitcast<f32>(0xff800000u)` as a
+    // constant expression), so the value arrives at run time.
+    neg_inf_bits: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -32,6 +34,6 @@ fn apply_mask(
         return;
     }
     if (allowed[i / 32u] & (1u << (i % 32u))) == 0u {
-        logits[params.offset + i] = bitcast<f32>(0xff800000u); // -inf
+        logits[params.offset + i] = bitcast<f32>(params.neg_inf_bits);
     }
 }

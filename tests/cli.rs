@@ -235,8 +235,13 @@ fn run_json_schema_constrains_the_answer_and_bad_ones_are_one_coded_line() {
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     };
-    let good = file("good.json", r#"{"type":"object","properties":{"n":{"type":"integer","minimum":1,"maximum":9}},"required":["n"],"additionalProperties":false}"#);
-    if let Some(answer) = run_json(&["-p", "Pick a number.", "--json-schema", &good, "--temperature", "0", "--max-tokens", "20"]) {
+    let good = file(
+        "good.json",
+        r#"{"type":"object","properties":{"n":{"type":"integer","minimum":1,"maximum":9}},"required":["n"],"additionalProperties":false}"#,
+    );
+    if let Some(answer) =
+        run_json(&["-p", "Pick a number.", "--json-schema", &good, "--temperature", "0", "--max-tokens", "20"])
+    {
         let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
         let value: serde_json::Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{content:?}: {e}"));
         let n = value["n"].as_i64().unwrap();
@@ -244,7 +249,10 @@ fn run_json_schema_constrains_the_answer_and_bad_ones_are_one_coded_line() {
         assert_eq!(answer["choices"][0]["finish_reason"], "stop");
     }
     let cases = [
-        (vec!["--json-schema".to_string(), file("bad.json", r#"{"type":"object","dependentSchemas":{}}"#)], "structured.schema"),
+        (
+            vec!["--json-schema".to_string(), file("bad.json", r#"{"type":"object","dependentSchemas":{}}"#)],
+            "structured.schema",
+        ),
         (vec!["--json-schema".to_string(), file("notjson.json", "{type: object")], "structured.schema"),
         (vec!["--grammar".to_string(), file("bad.lark", "start: missing_rule")], "structured.grammar"),
         (vec!["--json-schema".to_string(), dir.join("absent.json").display().to_string()], "io.read"),

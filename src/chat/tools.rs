@@ -316,7 +316,12 @@ impl ToolFormat {
 
     /// The tool list and how to call, for a system prompt.
     fn system_text(self, listed: &Value) -> String {
-        let list: Vec<String> = listed.as_array().into_iter().flatten().map(Value::to_string).collect();
+        // Written as Python's json.dumps writes them (what Qwen2.5's template shows its models).
+        let dumps = |v: &Value| {
+            let value = minijinja::Value::from(minijinja::value::Serde(v));
+            super::json::to_json(&value, &super::json::JsonStyle::default()).unwrap_or_else(|_| v.to_string())
+        };
+        let list: Vec<String> = listed.as_array().into_iter().flatten().map(dumps).collect();
         let example = ToolFormat::write_calls(
             self,
             &[ToolCall {

@@ -50,7 +50,7 @@ pub fn apply_mask(gpu: &Gpu, logits: &Tensor, offset: usize, n_vocab: usize, all
             shader: "mask",
             entry: "apply_mask",
             macros: Macros::new().u32("WORKGROUP_SIZE", WORKGROUP_SIZE),
-            params: &params([n, offset, words as u32, 0]),
+            params: &params([n, offset, words as u32, f32::NEG_INFINITY.to_bits()]),
             bindings: vec![Some(Bind::Tensor(logits)), Some(Bind::Tensor(allowed))],
             workgroups: grid(gpu, "apply_mask", n.div_ceil(WORKGROUP_SIZE))?,
         },
