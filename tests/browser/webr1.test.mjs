@@ -220,6 +220,7 @@ test('structured output: a schema-valid answer and a streamed tool call from the
       messages: [{ role: 'user', content: 'Time?' }],
       tools: [{ type: 'function', function: { name: 'now', description: 'The time (no arguments).' } }],
       tool_choice: 'required',
+      parallel_tool_calls: false,
       temperature: 0,
       max_tokens: 40,
       stream: true,
