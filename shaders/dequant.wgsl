@@ -1,5 +1,5 @@
 #include "common.wgsl"
-// Raw GGML blocks read straight from a storage buffer and dequantised in registers (DESIGN.md decision 1): one
+// Raw GGML blocks read straight from a storage buffer and dequantised in registers (ARCHITECTURE.md §1): one
 // `dequant_<type>` per GGML type webr1 supports (Q4_K and Q5_K share `dequant_k_nibbles`), and the byte-offset loads
 // they share. Block layouts follow ggml's `ggml-common.h` (webr1's `src/quant/blocks.rs`), the arithmetic follows
 // `ggml-quants.c` (`src/quant/{legacy, kquants}.rs`) operation for operation, in f32, in the same order.

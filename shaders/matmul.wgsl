@@ -1,6 +1,6 @@
 #include "common.wgsl"
 #include "dequant.wgsl"
-// Quantised matrix × many vectors, for prefill (DESIGN.md decision 6):
+// Quantised matrix × many vectors, for prefill (ARCHITECTURE.md §6):
 //
 //     y[t, first_row + r] = sum_k W[r, k] * x[t, k]      for t < n_tokens, r < rows
 //
@@ -14,16 +14,19 @@
 // Tiles are stored row by row, 8 vec4s (TK floats) per row, the vec4s of row m permuted by m % 8 (an XOR swizzle) so
 // that invocations reading the same k of neighbouring rows hit different banks.
 //
+// The epilogue (src/gpu/ops/matmul.rs, `Epilogue`): the sum of row r goes to column `column + first_row + r` of y,
+// plus bias[first_row + r] (BIAS), added to what y holds there (ACCUMULATE) or replacing it.
+//
 // Macros: one TYPE_<name> (see dequant.wgsl), THREAD_M (4 or 8: rows per invocation; the tiles take
-// (16 · THREAD_M + 64) · 128 bytes of workgroup memory), F16 (x and y are f16).
+// (16 · THREAD_M + 64) · 128 bytes of workgroup memory), F16 (x and y are f16), BIAS, ACCUMULATE.
 
 struct Params {
     k: u32,         // columns of W: elements of an x row, a multiple of BLOCK_SIZE
     rows: u32,      // rows of this part of W
     first_row: u32, // where this part's rows start in the whole W, and so in a y row
-    y_cols: u32,    // rows of the whole W: elements of a y row
+    y_cols: u32,    // elements of a y row
     n_tokens: u32,  // rows of x and y
-    _pad0: u32,
+    column: u32,    // the column of y where the whole W's outputs start
     _pad1: u32,
     _pad2: u32,
 }
@@ -32,6 +35,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> w: array<u32>;            // [rows, k] raw GGML blocks
 @group(0) @binding(2) var<storage, read> x: array<vec4<ACT>>;      // [n_tokens, k / 4]
 @group(0) @binding(3) var<storage, read_write> y: array<ACT>;      // [n_tokens, y_cols]
+#ifdef BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;         // [rows of the whole W]
+#endif
 
 const TK: u32 = 32u;                           // k per step
 const TK4: u32 = TK / 4u;                      // vec4s per tile row
@@ -130,7 +136,15 @@ fn matmul(
         for (var b = 0u; b < 4u; b++) {
             let token = n0 + tn + 16u * b;
             if row < params.rows && token < params.n_tokens {
-                y[token * params.y_cols + params.first_row + row] = ACT(acc[a][b]);
+                var sum = acc[a][b];
+#ifdef BIAS
+                sum += bias[params.first_row + row];
+#endif
+                let at = token * params.y_cols + params.column + params.first_row + row;
+#ifdef ACCUMULATE
+                sum += f32(y[at]);
+#endif
+                y[at] = ACT(sum);
             }
         }
     }

@@ -1,6 +1,6 @@
 #include "common.wgsl"
 #include "dequant.wgsl"
-// Quantised matrix × a few vectors, for decode (DESIGN.md decision 6):
+// Quantised matrix × a few vectors, for decode (ARCHITECTURE.md §6):
 //
 //     y[t, first_row + r] = sum_k W[r, k] * x[t, k]      for t < N_TOKENS, r < rows
 //
@@ -13,21 +13,31 @@
 // few tokens (CACHE_X), the rows' weights for more. The per-invocation sums are then reduced across the workgroup:
 // subgroupAdd when the device has subgroups, a shared-memory tree otherwise. Math is f32 whatever the storage type.
 //
+// The epilogue (src/gpu/ops/matmul.rs, `Epilogue`): the sum of row r goes to column `column + first_row + r` of y,
+// plus bias[first_row + r] (BIAS), added to what y holds there (ACCUMULATE) or replacing it.
+//
 // Macros: one TYPE_<name> (see dequant.wgsl), WORKGROUP_SIZE (a power of two), ROWS_PER_WG, N_TOKENS, CACHE_X (keep
 // x in registers rather than the rows' weights: for N_TOKENS <= ROWS_PER_WG), F16 (x and y are f16), SUBGROUPS with
-// MIN_SUBGROUP_SIZE.
+// MIN_SUBGROUP_SIZE, BIAS, ACCUMULATE.
 
 struct Params {
     k: u32,         // columns of W: elements of an x row, a multiple of BLOCK_SIZE
     rows: u32,      // rows of this part of W
     first_row: u32, // where this part's rows start in the whole W, and so in a y row
-    y_cols: u32,    // rows of the whole W: elements of a y row
+    y_cols: u32,    // elements of a y row
+    column: u32,    // the column of y where the whole W's outputs start
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;            // [rows, k] raw GGML blocks
 @group(0) @binding(2) var<storage, read> x: array<vec4<ACT>>;      // [N_TOKENS, k / 4]
 @group(0) @binding(3) var<storage, read_write> y: array<ACT>;      // [N_TOKENS, y_cols]
+#ifdef BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;         // [rows of the whole W]
+#endif
 
 const OUTPUTS: u32 = ROWS_PER_WG * N_TOKENS; // sums per workgroup, row-major: output r * N_TOKENS + t
 
@@ -40,8 +50,17 @@ var<workgroup> partial: array<f32, OUTPUTS * WORKGROUP_SIZE>; // [output, invoca
 fn store(row0: u32, output: u32, value: f32) {
     let r = output / N_TOKENS;
     let t = output % N_TOKENS;
+    let row = params.first_row + row0 + r;
     if row0 + r < params.rows {
-        y[t * params.y_cols + params.first_row + row0 + r] = ACT(value);
+        var sum = value;
+#ifdef BIAS
+        sum += bias[row];
+#endif
+        let at = t * params.y_cols + params.column + row;
+#ifdef ACCUMULATE
+        sum += f32(y[at]);
+#endif
+        y[at] = ACT(sum);
     }
 }
 

@@ -17,7 +17,10 @@ use std::time::Instant;
 
 use gpu_common::{gpu, gpu_with, gpus, round_f16, to_f16, Rng};
 use pollster::block_on;
-use webr1::gpu::ops::{get_rows, matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
+use webr1::gpu::ops::{
+    get_rows, matmul, matmul_into, matmul_tiled, matmul_tiled_into, matmul_tiled_with, matmul_vec, matmul_vec_into,
+    Epilogue, MAX_VEC_TOKENS,
+};
 use webr1::gpu::{DType, Dispatch, Gpu, GpuOptions, SplitWeight, Tensor};
 use webr1::quant::{dequantize, GgmlType};
 use webr1::ErrorCode;
@@ -382,6 +385,84 @@ fn split_weights_give_the_same_products_as_whole_ones() {
     println!("split weights: {cases} cases in {:.2?}", started.elapsed());
 }
 
+/// The fused epilogue of both kernels: a bias, a residual add and a column offset into a wider y, on every device
+/// variant; the columns outside `column .. column + rows` keep what they held.
+#[test]
+fn matmul_epilogues_add_bias_accumulate_and_offset_columns() {
+    type IntoKernel = fn(&Gpu, &SplitWeight, &Tensor, &Tensor, Epilogue) -> webr1::Result<Vec<Dispatch>>;
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_010D);
+    let mut cases = 0;
+    let kernels: [(&str, IntoKernel, &[usize]); 2] =
+        [("matmul_vec", matmul_vec_into, &[1, 3]), ("matmul_tiled", matmul_tiled_into, &[9])];
+    for (device, gpu) in gpus() {
+        for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
+            let (rows, cols, column, extra) = (37, 256, 5, 3);
+            let width = column + rows + extra;
+            let w = Weight::random(&mut rng, ty, rows, cols);
+            let wt = w.upload(&gpu);
+            let bias_values = rng.vec(rows, -2.0, 2.0);
+            let bias = Tensor::from_f32(&gpu, "bias", &[rows], &bias_values).unwrap();
+            for dtype in dtypes(&gpu) {
+                for (name, kernel, tokens) in kernels {
+                    for &n_tokens in tokens {
+                        for (with_bias, accumulate) in [(true, false), (false, true), (true, true)] {
+                            let (x, x_seen) =
+                                activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -1.0, 1.0));
+                            let (y, y_before) =
+                                activation(&gpu, &[n_tokens, width], dtype, &rng.vec(n_tokens * width, -3.0, 3.0));
+                            let epilogue = Epilogue { bias: with_bias.then_some(&bias), accumulate, column };
+                            let what = format!(
+                                "{name} {ty} [{rows}, {cols}] × {n_tokens} tokens, bias {with_bias}, accumulate \
+                                 {accumulate}, column {column} of {width} ({device}: {})",
+                                variant(&gpu, dtype)
+                            );
+                            let dispatches =
+                                kernel(&gpu, &wt, &x, &y, epilogue).unwrap_or_else(|e| panic!("{what}: {e}"));
+                            let got = run(&gpu, &dispatches, &y);
+                            let (product, scale) = reference(&w, &x_seen, n_tokens);
+                            let mut want = Vec::new();
+                            let mut scales = Vec::new();
+                            let mut inside = Vec::new();
+                            for t in 0..n_tokens {
+                                for c in 0..width {
+                                    let before = f64::from(y_before[t * width + c]);
+                                    if (column..column + rows).contains(&c) {
+                                        let r = c - column;
+                                        let mut v = product[t * rows + r];
+                                        let mut sc = scale[t * rows + r];
+                                        if with_bias {
+                                            v += f64::from(bias_values[r]);
+                                            sc += f64::from(bias_values[r].abs());
+                                        }
+                                        if accumulate {
+                                            v += before;
+                                            sc += before.abs();
+                                        }
+                                        want.push(v);
+                                        scales.push(sc);
+                                        inside.push(got[t * width + c]);
+                                    } else {
+                                        let kept = got[t * width + c];
+                                        assert_eq!(
+                                            kept.to_bits(),
+                                            y_before[t * width + c].to_bits(),
+                                            "{what}: column {c} of token {t} outside the product changed"
+                                        );
+                                    }
+                                }
+                            }
+                            check_product(&what, rows, &inside, &want, &scales, tolerance(dtype));
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("matmul epilogues: {cases} cases in {:.2?}", started.elapsed());
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The embedding lookup
 
@@ -545,7 +626,15 @@ fn kernels_reject_bad_arguments() {
     let usage = ErrorCode::Usage;
     assert!(matmul(&gpu, &q4k, &x, &y).is_ok());
     err(matmul(&gpu, &q4k, &f32_tensor(&[2, 255]), &y), usage, "x rows of the wrong length");
-    err(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 7])), usage, "y of the wrong width");
+    err(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 5])), usage, "y narrower than the weight's rows");
+    assert!(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 7])).is_ok(), "a wider y takes the product in its first columns");
+    let past_the_end = Epilogue { column: 1, ..Epilogue::default() };
+    err(matmul_into(&gpu, &q4k, &x, &y, past_the_end), usage, "a column offset past y's width");
+    let short_bias = f32_tensor(&[5]);
+    let with_short_bias = Epilogue { bias: Some(&short_bias), ..Epilogue::default() };
+    err(matmul_into(&gpu, &q4k, &x, &y, with_short_bias), usage, "a bias of 5 for 6 rows");
+    let u32_bias = Tensor::new(&gpu, "b", &[6], DType::U32).unwrap();
+    err(matmul_into(&gpu, &q4k, &x, &y, Epilogue { bias: Some(&u32_bias), ..Epilogue::default() }), usage, "u32 bias");
     err(matmul(&gpu, &q4k, &x, &f32_tensor(&[3, 6])), usage, "y with another token count");
     err(matmul(&gpu, &q4k, &x, &x), usage, "y aliasing x");
     err(matmul_vec(&gpu, &q4k, &f32_tensor(&[9, 256]), &f32_tensor(&[9, 6])), usage, "9 tokens for matmul_vec");

@@ -1,5 +1,5 @@
 //! Safe rendering: the rendered prompt cut into the control tokens the template wrote and the text around them, so that
-//! text typed by a user never becomes a control token (DESIGN decision 8).
+//! text typed by a user never becomes a control token (ARCHITECTURE.md §8).
 //!
 //! A rendered prompt is one string in which a turn marker written by the template (`<｜Assistant｜>`) and the same
 //! characters typed by a user look alike. [`ChatTemplate::render_segments`] tells them apart by marking the user's copy

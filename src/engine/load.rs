@@ -1,4 +1,4 @@
-//! Loading a model from bytes as they arrive (DESIGN decision 4): a local file, a download, a browser `Blob`.
+//! Loading a model from bytes as they arrive (ARCHITECTURE.md §4): a local file, a download, a browser `Blob`.
 //!
 //! A [`ModelSource`] opens each file of the model at a byte offset and hands out its bytes in chunks. The loader parses
 //! the header incrementally from the first chunks, reads the headers of the other parts of a split model (named after

@@ -1,4 +1,4 @@
-//! The engine every front end uses (DESIGN decision 9): load a model, generate a stream of events, abort.
+//! The engine every front end uses (ARCHITECTURE.md §9): load a model, generate a stream of events, abort.
 //!
 //! It is async and target-agnostic: the browser package awaits it on WebGPU, the CLI and the server drive it with
 //! `pollster` natively. Generation works on token ids: the prompt is the chat template's rendering, tokenised with

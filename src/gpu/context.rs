@@ -2,7 +2,7 @@
 //!
 //! The device is created with the adapter's **own** limits (WebGPU hands out only the spec's defaults unless more is
 //! asked for: a 128 MiB storage binding instead of the 2-4 GiB many GPUs allow) and with `shader-f16`, `subgroups` and
-//! `timestamp-query` only when the adapter offers them (DESIGN.md decisions 2 and 3). Errors the device reports later
+//! `timestamp-query` only when the adapter offers them (ARCHITECTURE.md §2, §3). Errors the device reports later
 //! are captured, never left to wgpu's default handler (which panics natively): allocation failures through
 //! [`AllocScope`], everything else through [`Gpu::check`].
 
@@ -112,7 +112,7 @@ pub(crate) fn from_wgpu_error(error: &wgpu::Error, doing: &str) -> Error {
 }
 
 /// Writes are flushed (submitted, and natively waited for) after this many bytes, so the staging copies the driver
-/// keeps for `queue.write_buffer` stay bounded while a multi-gigabyte model streams in (DESIGN.md decision 4).
+/// keeps for `queue.write_buffer` stay bounded while a multi-gigabyte model streams in (ARCHITECTURE.md §4).
 const FLUSH_BYTES: u64 = 64 << 20;
 /// The largest single `queue.write_buffer` call.
 pub(crate) const WRITE_CHUNK: usize = 8 << 20;

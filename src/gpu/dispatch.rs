@@ -2,7 +2,7 @@
 //!
 //! Op functions ([`crate::gpu::ops`]) validate their tensors, pick the shader variant and return a [`Dispatch`]; they
 //! never submit. The forward pass builds its list of dispatches once per shape and replays it, one command buffer per
-//! step (DESIGN.md decision 5): building allocates (a small uniform buffer of parameters, a bind group), recording does
+//! step (ARCHITECTURE.md §5): building allocates (a small uniform buffer of parameters, a bind group), recording does
 //! not.
 
 use super::context::Gpu;

@@ -1,4 +1,4 @@
-//! Weights larger than one GPU binding, split by rows across buffers (DESIGN.md decision 3).
+//! Weights larger than one GPU binding, split by rows across buffers (ARCHITECTURE.md §3).
 //!
 //! Many devices cap a storage binding at 128 MiB, and webr1 may cap it lower ([`crate::gpu::GpuOptions`]); the Q6_K
 //! `output.weight` of a 1.5B model is 191 MB and the Q4_K embedding of a 7B model 307 MB. A [`SplitWeight`] holds such

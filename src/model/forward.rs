@@ -1,5 +1,5 @@
 //! The forward pass as an explicit list of dispatches, built once per batch size and replayed for every step
-//! (DESIGN decisions 5 and 6; in the manner of llama2.c's `forward()`).
+//! (ARCHITECTURE.md §5, §6; in the manner of llama2.c's `forward()`).
 //!
 //! Per step the engine writes three tiny buffers (the token ids, their positions, and `step = [n_past, n_tokens]`)
 //! and submits the list as one command buffer; the last dispatch samples the next token on the GPU, so only its id

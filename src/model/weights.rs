@@ -1,5 +1,6 @@
-//! The model's weights on the GPU, exactly as the GGUF stores them (raw GGML blocks; DESIGN decision 1), and the loader
-//! that streams the file's bytes into them in bounded pieces, so the model never sits in CPU memory (decision 4).
+//! The model's weights on the GPU, exactly as the GGUF stores them (raw GGML blocks; ARCHITECTURE.md §1), and the
+//! loader that streams the file's bytes into them in bounded pieces, so the model never sits in CPU memory
+//! (ARCHITECTURE.md §4).
 
 use crate::config::{ModelConfig, RopeScaling};
 use crate::gguf::split::SplitGguf;

@@ -1,4 +1,4 @@
-//! The browser binding: the one place where `#[wasm_bindgen]` meets the engine (DESIGN decision 9). The npm package's
+//! The browser binding: the one place where `#[wasm_bindgen]` meets the engine (ARCHITECTURE.md §9). The npm package's
 //! JS (`pkg/src/`) turns this into the OpenAI-shaped API; it runs the same [`Engine`] as the native binary.
 //!
 //! - [`WebEngine::load`] takes a JS model source (see [`source`]), options and a progress callback;

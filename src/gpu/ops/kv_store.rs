@@ -1,6 +1,6 @@
 //! Appending a batch's keys or values to the KV cache (`shaders/kv_store.wgsl`).
 //!
-//! The cache is preallocated for the whole context (DESIGN.md decision 7): f16 when the device has `shader-f16`, f32
+//! The cache is preallocated for the whole context (ARCHITECTURE.md §7): f16 when the device has `shader-f16`, f32
 //! otherwise. Where the batch goes is read at run time from the engine's `step` tensor, so the dispatch is built once
 //! and replayed at every step.
 

@@ -6,25 +6,30 @@
 //! tensor needs the `shader-f16` feature: op functions return a `usage` error otherwise, never a device error.
 
 pub mod attention;
+pub mod attention_decode;
+pub mod attention_prefill;
 pub mod elementwise;
 pub mod get_rows;
 pub mod kv_store;
 pub mod mask;
 pub mod matmul;
+pub mod matmul_tiled;
+pub mod matmul_vec;
 pub mod nll;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;
 
-pub use attention::{
-    attention, attention_decode, attention_decode_partials, attention_decode_with, attention_prefill, AttentionIo,
-    AttentionShape,
-};
+pub use attention::{attention, AttentionIo, AttentionShape};
+pub use attention_decode::{attention_decode, attention_decode_partials, attention_decode_with};
+pub use attention_prefill::attention_prefill;
 pub use elementwise::{add, mul, scale, silu_mul};
 pub use get_rows::get_rows;
 pub use kv_store::kv_store;
 pub use mask::{apply_mask, mask_words};
-pub use matmul::{matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
+pub use matmul::{matmul, matmul_into, Epilogue, MAX_VEC_TOKENS};
+pub use matmul_tiled::{matmul_tiled, matmul_tiled_into, matmul_tiled_with};
+pub use matmul_vec::{matmul_vec, matmul_vec_into};
 pub use nll::nll;
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeParams};

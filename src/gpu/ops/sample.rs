@@ -1,5 +1,5 @@
 //! Choosing the next token on the GPU (`shaders/sample.wgsl`): [`argmax`] and [`sample`], so that only the chosen id
-//! (one `u32`) crosses back to the CPU (DESIGN.md, "How data flows").
+//! (one `u32`) crosses back to the CPU (ARCHITECTURE.md §5).
 //!
 //! # Semantics
 //! [`sample`] follows llama.cpp's sampler chain (`src/llama-sampling.cpp`) in its default order for these samplers:
