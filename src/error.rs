@@ -51,6 +51,10 @@
 //! | `gpu.shader` | a WGSL shader failed to preprocess (bad directive, unknown include or macro) |
 //! | `model.too_large` | the model and its KV cache need more than the GPU's limits allow (the message names the numbers) |
 //! | `synth.vocab` | `webr1 synth` or `bench --shape` for a llama shape without `--vocab`, or a vocabulary that does not fit the shape (a file without tokens, tokens beyond the shape's vocabulary that are not padding, a special token id outside it) |
+//! | `structured.schema` | a JSON schema (`response_format`, `--json-schema`, a tool's `parameters`) that webr1 cannot constrain to: not valid JSON or not a schema, nested deeper than 64 levels, larger than 256 KiB, an `enum` of more than 1,024 values, a keyword llguidance does not implement (the message names it), or a schema over llguidance's own size limits |
+//! | `structured.grammar` | a Lark grammar (`grammar`, `--grammar`) or a regular expression (`regex`) that does not compile, or is over llguidance's limits |
+//! | `structured.dead_end` | during generation the constraint admits no next token (or its matcher failed): the answer so far cannot be completed, so generation stops rather than return text that does not match |
+//! | `tools.invalid` | malformed `tools` (not `{type: "function", function: {name, parameters}}`, a duplicate or bad name), a `tool_choice` that is not `auto`, `none`, `required` or a listed function, an assistant `tool_calls` entry without an `id`, a `tool` message without a `tool_call_id` |
 //! | `context.full` | the prompt does not fit in the context that was allocated |
 //! | `aborted` | the caller aborted a load or a generation |
 //! | `usage` | a bad argument to a webr1 call or command |
@@ -106,6 +110,10 @@ pub enum ErrorCode {
     GpuShader,
     ModelTooLarge,
     SynthVocab,
+    StructuredSchema,
+    StructuredGrammar,
+    StructuredDeadEnd,
+    ToolsInvalid,
     ContextFull,
     Aborted,
     Usage,
@@ -160,6 +168,10 @@ impl ErrorCode {
         Self::GpuShader,
         Self::ModelTooLarge,
         Self::SynthVocab,
+        Self::StructuredSchema,
+        Self::StructuredGrammar,
+        Self::StructuredDeadEnd,
+        Self::ToolsInvalid,
         Self::ContextFull,
         Self::Aborted,
         Self::Usage,
@@ -214,6 +226,10 @@ impl ErrorCode {
             Self::GpuShader => "gpu.shader",
             Self::ModelTooLarge => "model.too_large",
             Self::SynthVocab => "synth.vocab",
+            Self::StructuredSchema => "structured.schema",
+            Self::StructuredGrammar => "structured.grammar",
+            Self::StructuredDeadEnd => "structured.dead_end",
+            Self::ToolsInvalid => "tools.invalid",
             Self::ContextFull => "context.full",
             Self::Aborted => "aborted",
             Self::Usage => "usage",

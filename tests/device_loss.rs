@@ -55,6 +55,7 @@ fn a_destroyed_device_fails_the_generation_and_later_calls_and_a_reload_gives_th
                     }
                 }
                 Ok(Event::Done(finish)) => return (Ok(finish), Duration::ZERO),
+                Ok(Event::ToolCall(_)) => {}
                 Err(e) => return (Err(e), lost_at.map_or(Duration::ZERO, |t| t.elapsed())),
             }
         }

@@ -33,6 +33,7 @@ fn run(engine: &mut Engine, request: Request) -> (String, String, Vec<String>, F
                     content.push_str(&t);
                     pieces.push(t);
                 }
+                Event::ToolCall(_) => panic!("no tools were given"),
                 Event::Done(f) => finish = Some(f),
             }
         }

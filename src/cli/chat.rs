@@ -95,7 +95,7 @@ fn answer(
                     print!("{text}");
                     flush();
                 }
-                Event::Reasoning(_) => {}
+                Event::Reasoning(_) | Event::ToolCall(_) => {}
                 Event::Content(text) => {
                     if dimmed {
                         print!("\x1b[0m\n\n");

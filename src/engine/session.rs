@@ -3,6 +3,7 @@
 //! perplexity, the logits.
 
 use crate::config::ModelConfig;
+use crate::gpu::ops::mask_words;
 use crate::gpu::ops::SamplingParams;
 use crate::gpu::profile::{Submission, SubmitStep};
 use crate::gpu::tensor::read_mapped;
@@ -125,6 +126,13 @@ pub struct Session {
     stats: LoopStats,
     /// The steps submitted since tracing began, when it did ([`Session::trace`]).
     trace: Option<Vec<TracedStep>>,
+    /// Constrained decoding: the allowed-token bits (`u32 [n_vocab / 32]`, made on first use), the mask dispatch of
+    /// each sampling graph that used it, and whether the next [`Session::feed`] applies it.
+    mask: Option<Tensor>,
+    mask_dispatches: HashMap<usize, Dispatch>,
+    mask_armed: bool,
+    /// Steps submitted with a token mask (tests check that unconstrained decoding has none).
+    masked_steps: u64,
 }
 
 impl Session {
@@ -154,6 +162,10 @@ impl Session {
             last_batch: None,
             stats: LoopStats::default(),
             trace: None,
+            mask: None,
+            mask_dispatches: HashMap::new(),
+            mask_armed: false,
+            masked_steps: 0,
         };
         session.ensure_graph(1, HeadKind::Sample)?;
         session.set_sampling(&SamplingParams::greedy())?;
@@ -177,6 +189,7 @@ impl Session {
                 if self.odd_graphs.len() > ODD_GRAPHS_KEPT {
                     let old = self.odd_graphs.remove(0);
                     self.graphs.remove(&old);
+                    self.mask_dispatches.remove(&old.0);
                 }
             }
             self.graphs.insert(key, graph);
@@ -200,9 +213,18 @@ impl Session {
     /// copy of a sampled token to a staging buffer, queued for [`Session::next_token`].
     fn submit(&mut self, key: (usize, HeadKind), with_head: bool) -> Result<Submission> {
         self.record(key, with_head);
+        // A constrained step (Session::set_mask): the mask goes between the LM head and the sampler.
+        let masked = with_head && key.1 == HeadKind::Sample && std::mem::take(&mut self.mask_armed);
+        if masked && !self.mask_dispatches.contains_key(&key.0) {
+            let mask = self.mask.as_ref().ok_or_else(|| err!(Usage, "no token mask was set"))?;
+            let dispatch = self.graphs[&key].mask_dispatch(&self.gpu, mask)?;
+            self.mask_dispatches.insert(key.0, dispatch);
+        }
+        let mask = if masked { self.mask_dispatches.get(&key.0) } else { None };
+        self.masked_steps += u64::from(masked);
         let graph = &self.graphs[&key];
         let mut encoder = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        graph.encode(&self.gpu, &mut encoder, with_head, self.greedy);
+        graph.encode(&self.gpu, &mut encoder, with_head, self.greedy, mask);
         let slot = self.copy_token(&mut encoder, key, with_head);
         let submission = self.gpu.submit_commands([encoder.finish()]);
         self.queue_token(key, slot, &submission);
@@ -365,6 +387,23 @@ impl Session {
         self.provisional = 0;
     }
 
+    /// Constrained decoding (README.md, "Structured output"): the token sampled after the next [`Session::feed`] is
+    /// one whose bit is set in `allowed` (one bit per token id, 32 to a word, least significant first: llguidance's
+    /// mask words). One upload of n_vocab / 8 bytes; the feed after that one samples freely again.
+    pub fn set_mask(&mut self, allowed: &[u32]) -> Result<()> {
+        let words = mask_words(self.config.n_vocab as usize);
+        if allowed.len() < words {
+            return Err(err!(Usage, "a token mask of {} words for a vocabulary of {words} words", allowed.len()));
+        }
+        if self.mask.is_none() {
+            self.mask = Some(Tensor::new(&self.gpu, "token mask", &[words], DType::U32)?);
+        }
+        let mask = self.mask.as_ref().ok_or_else(|| err!(Usage, "no token mask"))?;
+        self.gpu.write_buffer(mask.buffer(), 0, bytemuck::cast_slice(&allowed[..words]))?;
+        self.mask_armed = true;
+        Ok(())
+    }
+
     /// Computes `tokens` after those already in the cache, like [`Session::feed`], and returns for each position `i`
     /// the negative log-likelihood (natural log) of `targets[i]` given the tokens up to and including `tokens[i]`.
     /// The logits stay on the GPU: 4 bytes per token come back. Afterwards no sampled token is ready.
@@ -473,6 +512,12 @@ impl Session {
     pub fn dispatch_list(&mut self, batch: usize) -> Result<Vec<String>> {
         self.ensure_graph(batch, HeadKind::Sample)?;
         Ok(self.graphs[&(batch, HeadKind::Sample)].describe())
+    }
+
+    /// Steps submitted with a token mask since the model was loaded (each uploaded one mask and ran one more
+    /// dispatch than [`Session::decode_dispatches`]).
+    pub fn masked_steps(&self) -> u64 {
+        self.masked_steps
     }
 
     /// Prompt tokens per prefill dispatch list.

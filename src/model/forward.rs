@@ -120,6 +120,9 @@ pub enum Head {
         greedy: Vec<Dispatch>,
         /// Final norm, LM head and the whole sampler chain.
         sampled: Vec<Dispatch>,
+        /// Where the sampler starts in `greedy` and in `sampled` (after the LM head): the place of a constrained
+        /// step's mask.
+        sampler_at: usize,
     },
     Score {
         /// `u32 [batch]`: the token each position should predict (written before each submit).
@@ -215,11 +218,37 @@ impl Graph {
         Ok(Graph { batch, head, trunk: d, acts: a })
     }
 
-    /// Records the pass into `encoder`: the trunk, then the head unless `with_head` is false (the chunks of a prompt
-    /// before its last need no logits). `greedy` picks the sampling head's argmax list over the sampler chain.
-    pub fn encode(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, with_head: bool, greedy: bool) {
-        gpu.encode(encoder, self.dispatches(greedy, with_head));
+    /// Records the pass into `encoder`: the dispatches of [`Graph::dispatches`], with `mask` (from
+    /// [`Graph::mask_dispatch`]) between the LM head and the sampler when a constrained step gives one.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        with_head: bool,
+        greedy: bool,
+        mask: Option<&Dispatch>,
+    ) {
+        match (mask, &self.head, with_head) {
+            (Some(mask), Head::Sample { greedy: g, sampled, sampler_at, .. }, true) => {
+                let head = if greedy { g } else { sampled };
+                let (before, sampler) = head.split_at(*sampler_at);
+                gpu.encode(encoder, self.trunk.iter().chain(before).chain([mask]).chain(sampler));
+            }
+            _ => gpu.encode(encoder, self.dispatches(greedy, with_head)),
+        }
     }
+
+    // --- Constrained decoding (README.md, "Structured output"): the one hook into the pass. ---
+
+    /// The dispatch that masks this graph's logits with `allowed` (see [`ops::apply_mask`]); a sampling graph only.
+    pub fn mask_dispatch(&self, gpu: &Gpu, allowed: &Tensor) -> Result<Dispatch> {
+        match &self.head {
+            Head::Sample { logits, .. } => ops::apply_mask(gpu, logits, 0, logits.cols(), allowed),
+            Head::Score { .. } => Err(err!(Usage, "a scoring graph samples nothing to mask")),
+        }
+    }
+
+    // --- End of the constrained-decoding hook. ---
 
     /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].
     pub fn set_targets(&self, gpu: &Gpu, targets: &[u32]) -> Result<()> {
@@ -309,11 +338,12 @@ fn sample_head(
     logits_of_last.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
     // The next token, chosen on the GPU, written to `token` and to the next step's inputs.             u32 [1]
     let next = Some(NextStep { ids: &inputs.ids, step: &inputs.step });
+    let sampler_at = logits_of_last.len();
     let mut greedy = logits_of_last.clone();
     greedy.extend(ops::argmax_next(gpu, &logits, 0, n_vocab, &token, 0, next)?);
     let mut sampled = logits_of_last;
     sampled.extend(ops::sample_next(gpu, &logits, 0, n_vocab, sampling, &token, 0, next)?);
-    Ok(Head::Sample { logits, token, greedy, sampled })
+    Ok(Head::Sample { logits, token, greedy, sampled, sampler_at })
 }
 
 /// The scoring head: every token's logits and the NLL of the token that follows it.    [batch, n_vocab], [batch]

@@ -17,9 +17,10 @@ mod source;
 
 pub use source::JsModelSource;
 
-use crate::chat::Message;
+use crate::chat::{Message, ToolCall, Tools};
 use crate::engine::{
-    teacher_forced, AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, Request, Sampling,
+    teacher_forced, AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, OutputFormat, Request,
+    Sampling,
 };
 use crate::gpu::GpuOptions;
 use crate::{err, Result};
@@ -59,14 +60,32 @@ struct GenerateOptions {
     max_tokens: Option<usize>,
     thinking_budget: Option<usize>,
     stop: Vec<String>,
+    /// Structured output, as JSON texts (parsed here with serde_json's nesting limit): OpenAI's `response_format`,
+    /// `tools`, `tool_choice`; and `parallel_tool_calls`, webr1's `grammar` (Lark) and `regex`.
+    response_format: Option<String>,
+    tools: Option<String>,
+    tool_choice: Option<String>,
+    parallel_tool_calls: Option<bool>,
+    grammar: Option<String>,
+    regex: Option<String>,
 }
 
-/// A delta, as the callback of [`WebEngine::generate`] receives it.
+/// A delta, as the callback of [`WebEngine::generate`] receives it: `{type: "reasoning" | "content", text}`, or
+/// `{type: "tool_call", index, id?, name?, arguments}` for a piece of a tool call.
 #[derive(Serialize)]
 struct EventObject<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
 }
 
 /// How a generation finished, as [`WebEngine::generate`] resolves.
@@ -81,6 +100,7 @@ struct FinishObject {
     decode_tokens_per_second: f64,
     token_ids: Vec<u32>,
     note: Option<String>,
+    tool_calls: Vec<ToolCall>,
 }
 
 impl From<Finish> for FinishObject {
@@ -96,6 +116,7 @@ impl From<Finish> for FinishObject {
             decode_tokens_per_second: u.decode_tokens_per_second,
             token_ids: f.token_ids,
             note: f.note,
+            tool_calls: f.tool_calls,
         }
     }
 }
@@ -287,15 +308,26 @@ async fn generate_with(engine: &mut Engine, request: Request, on_event: &Functio
     let mut generation = engine.generate(request)?;
     let mut finish = None;
     while let Some(event) = generation.next().await {
-        let (kind, text) = match event? {
-            Event::Reasoning(text) => ("reasoning", text),
-            Event::Content(text) => ("content", text),
+        let event = event?;
+        let plain =
+            |kind, text| EventObject { kind, text: Some(text), index: None, id: None, name: None, arguments: None };
+        let object = match &event {
+            Event::Reasoning(text) => plain("reasoning", text),
+            Event::Content(text) => plain("content", text),
+            Event::ToolCall(d) => EventObject {
+                kind: "tool_call",
+                text: None,
+                index: Some(d.index),
+                id: d.id.as_deref(),
+                name: d.name.as_deref(),
+                arguments: Some(&d.arguments),
+            },
             Event::Done(f) => {
-                finish = Some(f);
+                finish = Some(f.clone());
                 continue;
             }
         };
-        let value = to_value(&EventObject { kind, text: &text })?;
+        let value = to_value(&object)?;
         on_event.call1(&JsValue::NULL, &value).map_err(|e| errors::from_js(&e, "the event callback"))?;
     }
     let finish = finish.ok_or_else(|| err!(Usage, "the generation ended without finishing"))?;
@@ -303,6 +335,7 @@ async fn generate_with(engine: &mut Engine, request: Request, on_event: &Functio
 }
 
 fn build_request(o: GenerateOptions) -> Result<Request> {
+    let (format, tools) = structured_options(&o)?;
     let input = match (o.messages, o.prompt_ids) {
         (Some(messages), None) => Input::Messages(messages),
         (None, Some(ids)) => Input::Tokens { ids, starts_in_reasoning: o.starts_in_reasoning },
@@ -326,10 +359,43 @@ fn build_request(o: GenerateOptions) -> Result<Request> {
     // The same check as every shell's (`Request::validate`); temperature 0 is greedy once it has passed.
     sampling.validate()?;
     let sampling = if temperature == 0.0 { Sampling::greedy() } else { sampling };
-    let request =
-        Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop };
+    let request = Request {
+        input,
+        sampling,
+        max_tokens: o.max_tokens,
+        thinking_budget: o.thinking_budget,
+        stop: o.stop,
+        format,
+        tools,
+    };
     request.validate()?;
     Ok(request)
+}
+
+/// The request's response format or tools, parsed from the JSON texts the package sends (see [`GenerateOptions`]).
+fn structured_options(o: &GenerateOptions) -> Result<(Option<OutputFormat>, Option<Tools>)> {
+    let json = |text: &Option<String>, name: &str, code: crate::ErrorCode| -> Result<Option<serde_json::Value>> {
+        text.as_deref()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| crate::Error::new(code, format!("{name} is not valid JSON: {e}")))
+            })
+            .transpose()
+    };
+    let response_format = json(&o.response_format, "response_format", crate::ErrorCode::StructuredSchema)?;
+    let format = OutputFormat::from_openai(response_format.as_ref(), o.grammar.as_deref(), o.regex.as_deref())?;
+    let tools_list = json(&o.tools, "tools", crate::ErrorCode::ToolsInvalid)?;
+    let choice = json(&o.tool_choice, "tool_choice", crate::ErrorCode::ToolsInvalid)?;
+    let parallel = o.parallel_tool_calls.map(serde_json::Value::Bool);
+    let tools = Tools::from_json(tools_list.as_ref(), choice.as_ref(), parallel.as_ref())?;
+    if let Some(messages) = &o.messages {
+        if let Some(i) = messages.iter().position(|m| m.role == "tool" && m.tool_call_id.is_none()) {
+            return Err(err!(
+                ToolsInvalid,
+                "message {i}: a tool message needs the 'tool_call_id' of the call it answers"
+            ));
+        }
+    }
+    Ok((format, tools))
 }
 
 /// What `engine.info()` reports.

@@ -239,6 +239,56 @@ test('streaming: reasoning_content first, then content, then a final chunk with 
   await p.close();
 });
 
+test('structured output: a schema-valid answer and a streamed tool call from the same build (smol135, in a worker)', { skip, timeout: 900_000 }, async () => {
+  const p = await page();
+  const started = Date.now();
+  const out = await inPage(p, async (webr1) => {
+    const engine = await webr1.load('/models/smol135.gguf', { contextLength: 512, cache: false });
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+    const json = await engine.chat.completions.create({
+      messages: [{ role: 'user', content: 'Is the sky blue?' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } },
+      temperature: 0,
+      max_tokens: 16,
+    });
+    const stream = await engine.chat.completions.create({
+      messages: [{ role: 'user', content: 'Time?' }],
+      tools: [{ type: 'function', function: { name: 'now', description: 'The time (no arguments).' } }],
+      tool_choice: 'required',
+      parallel_tool_calls: false,
+      temperature: 0,
+      max_tokens: 40,
+      stream: true,
+    });
+    const deltas = [];
+    let finish = null;
+    for await (const chunk of stream) {
+      deltas.push(...(chunk.choices[0].delta.tool_calls ?? []));
+      finish = chunk.choices[0].finish_reason ?? finish;
+    }
+    let bad = null;
+    try {
+      await engine.chat.completions.create({ messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'strin' } } } });
+    } catch (e) {
+      bad = { code: e.code, message: e.message };
+    }
+    await engine.unload();
+    return { json: { content: json.choices[0].message.content, finish: json.choices[0].finish_reason }, deltas, finish, bad };
+  });
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  console.log(`structured output in the browser (${((Date.now() - started) / 1000).toFixed(0)}s): ${JSON.stringify(out)}`);
+  assert.equal(out.json.finish, 'stop');
+  assert.equal(typeof JSON.parse(out.json.content).ok, 'boolean', out.json.content);
+  assert.deepEqual(Object.keys(JSON.parse(out.json.content)), ['ok']);
+  assert.equal(out.finish, 'tool_calls');
+  assert.equal(out.deltas[0].function.name, 'now');
+  assert.match(out.deltas[0].id, /^call_/);
+  assert.equal(out.deltas.map((d) => d.function.arguments).join(''), '{}');
+  assert.equal(out.bad?.code, 'structured.schema', JSON.stringify(out.bad));
+  assert.match(out.bad.message, /strin/);
+  await p.close();
+});
+
 test('an AbortSignal stops a generation with finish_reason "abort", and the next request works', { skip, timeout: 600_000 }, async () => {
   const p = await page();
   const out = await inPage(p, async (webr1) => {

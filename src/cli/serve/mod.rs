@@ -80,6 +80,8 @@ pub struct ServeArgs {
 
 struct App {
     worker: Worker,
+    /// Compiles each request's schema or tool grammar before it is queued: a bad one is a 400 at once.
+    checker: worker::Checker,
     model: String,
     /// The SHA-256 of `--api-key`, compared in constant time.
     api_key: Option<[u8; 32]>,
@@ -143,11 +145,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind((args.host.as_str(), args.port)));
     let listener = listener.map_err(|e| err!(ServerBind, "cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| err!(ServerBind, "cannot listen on {}: {e}", args.host))?;
-    let worker = Worker::start(path.clone(), super::engine_options(args.f32, args.ctx), args.queue)?;
+    let (worker, checker) = Worker::start(path.clone(), super::engine_options(args.f32, args.ctx), args.queue)?;
     let ctx = worker.context_length();
     let prompter = Arc::new(Prompter::new(&path, ctx)?);
     let app = Arc::new(App {
         worker,
+        checker,
         model: super::model::display_name(&path),
         api_key: args.api_key.as_deref().map(guard::digest),
         cors: args.cors,
@@ -285,15 +288,19 @@ fn error_response(status: StatusCode, message: &str, kind: &str, param: Option<&
 }
 
 fn bad_request(e: &BadRequest) -> Response {
-    error_response(StatusCode::BAD_REQUEST, &e.message, "invalid_request_error", e.param.as_deref(), None)
+    error_response(StatusCode::BAD_REQUEST, &e.message, "invalid_request_error", e.param.as_deref(), e.code)
 }
 
 /// An engine error as HTTP: the caller's fault (400) or webr1's (500).
 fn engine_error(e: &webr1::Error) -> Response {
     let status = match e.code {
-        ErrorCode::Usage | ErrorCode::ChatBadMessages | ErrorCode::ChatTemplate | ErrorCode::ContextFull => {
-            StatusCode::BAD_REQUEST
-        }
+        ErrorCode::Usage
+        | ErrorCode::ChatBadMessages
+        | ErrorCode::ChatTemplate
+        | ErrorCode::ContextFull
+        | ErrorCode::StructuredSchema
+        | ErrorCode::StructuredGrammar
+        | ErrorCode::ToolsInvalid => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let kind = if status == StatusCode::BAD_REQUEST { "invalid_request_error" } else { "server_error" };
@@ -360,11 +367,14 @@ async fn chat_completions(State(app): State<Arc<App>>, request: HttpRequest) -> 
         Ok(chat) => chat,
         Err(e) => return bad_request(&e),
     };
+    if let Err(e) = app.checker.check(&chat.request) {
+        return bad_request(&e);
+    }
     let cap = app.max_tokens_cap;
     match chat.request.max_tokens {
         Some(n) if n > cap => {
             let message = format!("max_tokens is {n}; this server generates at most {cap} tokens per request");
-            return bad_request(&BadRequest { message, param: Some("max_tokens".into()) });
+            return bad_request(&BadRequest { message, param: Some("max_tokens".into()), code: None });
         }
         Some(_) => {}
         None => chat.request.max_tokens = Some(cap),
@@ -410,6 +420,7 @@ async fn whole_response(mut rx: UnboundedReceiver<JobEvent>, meta: Meta) -> Resp
         match event {
             JobEvent::Event(Event::Reasoning(t)) => reasoning.push_str(&t),
             JobEvent::Event(Event::Content(t)) => content.push_str(&t),
+            JobEvent::Event(Event::ToolCall(_)) => {} // the whole calls come with the finish
             JobEvent::Event(Event::Done(finish)) => {
                 return json_response(StatusCode::OK, &openai::completion(&meta, &content, &reasoning, &finish));
             }
@@ -462,6 +473,7 @@ impl Stream {
         Some(match event {
             JobEvent::Event(Event::Reasoning(t)) => self.delta(json!({"content": null, "reasoning_content": t}), None),
             JobEvent::Event(Event::Content(t)) => self.delta(json!({"content": t, "reasoning_content": null}), None),
+            JobEvent::Event(Event::ToolCall(d)) => self.delta(openai::tool_call_delta(&d), None),
             JobEvent::Event(Event::Done(finish)) => {
                 self.done = true;
                 let mut out = self.delta(json!({}), Some(openai::finish_reason(&finish)));

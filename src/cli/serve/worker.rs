@@ -6,12 +6,14 @@
 //! device was lost (a driver reset), the running job ends with `gpu.device_lost` and the next one first loads the
 //! model again on a new device.
 
+use super::super::openai::{bad_field, BadRequest};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
-use webr1::engine::{EngineOptions, Event, Request};
+use webr1::chat::ToolFormat;
+use webr1::engine::{Compiler, EngineOptions, Event, Request};
 use webr1::{err, Error, Result};
 
 /// What a job reports back.
@@ -37,6 +39,25 @@ impl Drop for Ticket {
     }
 }
 
+/// Compiles a request's response format or tool grammar on the HTTP side, so that a schema the engine cannot use is
+/// a 400 before the request waits in the queue (the engine compiles it again when the request runs).
+pub struct Checker {
+    compiler: std::sync::Arc<Compiler>,
+    format: ToolFormat,
+}
+
+impl Checker {
+    pub fn check(&self, request: &Request) -> std::result::Result<(), BadRequest> {
+        if let Some(format) = &request.format {
+            self.compiler.compile(format).map_err(|e| bad_field("response_format", &e))?;
+        }
+        if let Some(tools) = request.tools.as_ref().filter(|t| t.active()) {
+            self.compiler.compile_tool_grammar(&self.format.grammar(tools)).map_err(|e| bad_field("tools", &e))?;
+        }
+        Ok(())
+    }
+}
+
 /// The queue is full: the client should retry later (HTTP 429).
 #[derive(Debug)]
 pub struct QueueFull;
@@ -55,20 +76,24 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Loads the model on a new thread and returns once it is ready (or failed to load).
-    pub fn start(path: PathBuf, options: EngineOptions, queue: usize) -> Result<Worker> {
+    /// Loads the model on a new thread and returns once it is ready (or failed to load), with the checker of its
+    /// requests' constraints.
+    pub fn start(path: PathBuf, options: EngineOptions, queue: usize) -> Result<(Worker, Checker)> {
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let (ready, loaded) = mpsc::channel::<Result<usize>>();
+        let (ready, loaded) = mpsc::channel::<Result<(usize, Checker)>>();
         let pending = Arc::new(AtomicUsize::new(0));
         let device = Arc::new(Mutex::new(None));
         let current = device.clone();
         std::thread::Builder::new()
             .name("webr1-engine".into())
             .spawn(move || {
-                let mut engine = match crate::cli::load_engine(&path, options.clone()) {
-                    Ok(engine) => {
+                let loaded = crate::cli::load_engine(&path, options.clone()).and_then(|mut engine| {
+                    Ok((Checker { compiler: engine.compiler()?, format: engine.tool_format() }, engine))
+                });
+                let mut engine = match loaded {
+                    Ok((checker, engine)) => {
                         *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(engine.gpu().device().clone());
-                        let _ = ready.send(Ok(engine.context_length()));
+                        let _ = ready.send(Ok((engine.context_length(), checker)));
                         engine
                     }
                     Err(e) => {
@@ -93,9 +118,9 @@ impl Worker {
                 }
             })
             .map_err(|e| err!(Usage, "cannot start the engine thread: {e}"))?;
-        let context_length =
+        let (context_length, checker) =
             loaded.recv().map_err(|_| err!(Usage, "the engine thread stopped while loading the model"))??;
-        Ok(Worker { jobs, pending, capacity: queue.saturating_add(1), context_length, device })
+        Ok((Worker { jobs, pending, capacity: queue.saturating_add(1), context_length, device }, checker))
     }
 
     /// Tokens of context the engine allocated.
