@@ -47,7 +47,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;         // [rows of the whole W]
 #endif
 #ifdef W4
-@group(0) @binding(5) var<storage, read> w4: array<vec4<u32>>;     // binding 1's bytes, 16 at a time
+@group(0) @binding(5) var<storage, read> w4: array<vec4<u32>>;     // [rows, k] binding 1's bytes, 16 at a time
 #endif
 
 const OUTPUTS: u32 = ROWS_PER_WG * N_TOKENS; // outputs per workgroup, row-major: output r * N_TOKENS + t

@@ -37,9 +37,10 @@ pub struct BenchArgs {
     /// apply. With --json, one object.
     #[arg(long, conflicts_with = "dispatches")]
     profile: bool,
-    /// Prompt tokens processed in one prefill (0 skips the test).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-    n_prompt: usize,
+    /// Prompt tokens processed in one prefill (0 skips the test); several sizes separated by commas
+    /// (`-p 512,4096`) give a test each.
+    #[arg(short = 'p', long = "n-prompt", default_value = "512", value_delimiter = ',')]
+    n_prompt: Vec<usize>,
     /// Tokens generated one at a time (0 skips the test).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
@@ -66,10 +67,11 @@ struct Row {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.n_prompt == 0 && args.n_gen == 0 {
+    let prompts: Vec<usize> = args.n_prompt.iter().copied().filter(|&n| n > 0).collect();
+    if prompts.is_empty() && args.n_gen == 0 {
         return Err(err!(Usage, "nothing to measure: -p and -n are both 0"));
     }
-    let ctx = args.n_prompt.max(args.n_gen) + 1;
+    let ctx = prompts.iter().copied().max().unwrap_or(0).max(args.n_gen) + 1;
     let options = super::engine_options(args.f32, Some(ctx));
     let (mut engine, describe) = match &args.shape {
         Some(name) => {
@@ -90,15 +92,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Err(err!(Usage, "the model's context of {} tokens is shorter than the test", engine.context_length()));
     }
     if args.dispatches {
-        return print_dispatches(&mut engine, args.n_prompt);
+        return print_dispatches(&mut engine, prompts.first().copied().unwrap_or(0));
     }
     if args.profile {
-        return profile::run(&mut engine, &describe, args);
+        return profile::run(&mut engine, &describe, args, &prompts);
     }
     let mut rows = Vec::new();
-    if args.n_prompt > 0 {
-        let samples = measure(args, || prompt_speed(&mut engine, args.n_prompt))?;
-        rows.push(Row { test: format!("pp{}", args.n_prompt), n_prompt: args.n_prompt, n_gen: 0, samples });
+    for &n in &prompts {
+        let samples = measure(args, || prompt_speed(&mut engine, n))?;
+        rows.push(Row { test: format!("pp{n}"), n_prompt: n, n_gen: 0, samples });
     }
     if args.n_gen > 0 {
         let samples = measure(args, || generation_speed(&mut engine, args.n_gen))?;

@@ -1,33 +1,35 @@
 //! `webr1 bench --profile`: where a decode token's time, dispatches, bytes and waits go (see
 //! `webr1::engine::Profile` for how each number is measured), and the prefill of `-p` tokens by GEMM, attention and
 //! the rest. `--json` prints one object: the model and adapter, the decode profile's fields at the top level, and the
-//! prefill profile under `prefill` (`null` with `-p 0`).
+//! first `-p` size's prefill profile under `prefill` (`null` with `-p 0`), every size's under `prefills`.
 
 use super::{tokens, BenchArgs, Description};
 use serde_json::{json, Value};
 use webr1::engine::{Engine, Profile};
 use webr1::{err, Result};
 
-pub(super) fn run(engine: &mut Engine, d: &Description, args: &BenchArgs) -> Result<()> {
+pub(super) fn run(engine: &mut Engine, d: &Description, args: &BenchArgs, prompts: &[usize]) -> Result<()> {
     if args.n_gen == 0 {
         return Err(err!(Usage, "--profile profiles decode steps: give -n 1 or more"));
     }
     let n_vocab = engine.tokenizer().n_vocab();
     let warmup = !args.no_warmup;
     let session = engine.session();
-    let prefill = match args.n_prompt {
-        0 => None,
-        n => Some(pollster::block_on(session.profile_prefill(&tokens(n, n_vocab), warmup))?),
-    };
+    let prefills = prompts
+        .iter()
+        .map(|&n| pollster::block_on(session.profile_prefill(&tokens(n, n_vocab), warmup)))
+        .collect::<Result<Vec<_>>>()?;
     let decode = pollster::block_on(session.profile_decode(tokens(1, n_vocab)[0], args.n_gen, warmup))?;
     match args.json {
-        true => println!("{}", to_json(d, &decode, prefill.as_ref())?),
-        false => print_text(d, &decode, prefill.as_ref()),
+        true => println!("{}", to_json(d, &decode, &prefills)?),
+        false => print_text(d, &decode, &prefills),
     }
     Ok(())
 }
 
-fn to_json(d: &Description, decode: &Profile, prefill: Option<&Profile>) -> Result<Value> {
+/// The object `--profile --json` prints: `prefill` is the first `-p` size's profile (`null` without one), `prefills`
+/// every size's.
+fn to_json(d: &Description, decode: &Profile, prefills: &[Profile]) -> Result<Value> {
     let as_value = |p: &Profile| serde_json::to_value(p).map_err(|e| err!(Usage, "profile to JSON: {e}"));
     let mut out = json!({
         "model_type": d.model,
@@ -39,7 +41,9 @@ fn to_json(d: &Description, decode: &Profile, prefill: Option<&Profile>) -> Resu
     });
     if let (Value::Object(out), Value::Object(fields)) = (&mut out, as_value(decode)?) {
         out.extend(fields);
-        out.insert("prefill".into(), prefill.map(as_value).transpose()?.unwrap_or(Value::Null));
+        out.insert("prefill".into(), prefills.first().map(as_value).transpose()?.unwrap_or(Value::Null));
+        let all = prefills.iter().map(as_value).collect::<Result<Vec<_>>>()?;
+        out.insert("prefills".into(), Value::Array(all));
     }
     Ok(out)
 }
@@ -54,7 +58,7 @@ fn percent(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.1} %", v * 100.0))
 }
 
-fn print_text(d: &Description, decode: &Profile, prefill: Option<&Profile>) {
+fn print_text(d: &Description, decode: &Profile, prefills: &[Profile]) {
     let first = decode.positions[0];
     println!(
         "decode profile: {} ({}) on {} ({}), {} shaders; {} greedy steps at positions {first}..={}",
@@ -106,7 +110,7 @@ fn print_text(d: &Description, decode: &Profile, prefill: Option<&Profile>) {
             _ => "-".into(),
         },
     );
-    if let Some(p) = prefill {
+    for p in prefills {
         println!();
         println!("prefill profile: {} tokens in {} submissions at positions 0..={}", p.tokens, p.steps, p.positions[1]);
         println!("{}", timing_line(p));

@@ -23,7 +23,7 @@ pub mod sample;
 pub use attention::{attention, AttentionIo, AttentionShape};
 pub use attention_decode::{attention_decode, attention_decode_partials, attention_decode_with};
 pub use attention_prefill::attention_prefill;
-pub use elementwise::{add, mul, scale, silu_mul};
+pub use elementwise::{add, mul, scale, silu_mul, silu_mul_rows};
 pub use get_rows::get_rows;
 pub use kv_store::kv_store;
 pub use mask::{apply_mask, mask_words};
