@@ -8,8 +8,9 @@
 //! one), in workgroup memory otherwise. Any shape can be forced with [`attention_decode_with_shape`] (for tests and
 //! tuning).
 
-use super::attention::{check, check_shape, check_workgroup, grid_2d, tensors, AttentionIo, AttentionShape};
-use crate::gpu::dispatch::{grid, Dispatch, Launch};
+use super::attention::{cached_rows, check, check_shape, check_workgroup, grid_2d, AttentionIo, AttentionShape};
+use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::{Access, Extent};
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -182,6 +183,10 @@ pub fn attention_decode_with_shape(
     let macros = decode.compile(gpu, shape, f16)?;
     let n_splits = decode.n_splits(shape);
     let words = [shape.n_head, shape.n_head_kv, shape.ctx, n_splits, shape.scale().to_bits(), 0, 0, 0];
+    // Each CHUNK of keys the step attends keeps a split busy (up to n_splits of them): its records, one per query head,
+    // are written by the splits and read by the combine pass.
+    let record_bytes = u64::from(shape.n_head) * u64::from(shape.head_dim + 4) * 4;
+    let records = Extent::PerCachedRows { bytes: record_bytes, rows: u64::from(decode.chunk) };
     let splits = Dispatch::new(
         gpu,
         Launch {
@@ -189,7 +194,14 @@ pub fn attention_decode_with_shape(
             entry: "attention_decode",
             macros: macros.clone(),
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(partials), None]),
+            bindings: vec![
+                Some(Bind::Tensor(q)),
+                Some(Bind::Declared(k_cache, cached_rows(shape, k_cache))),
+                Some(Bind::Declared(v_cache, cached_rows(shape, v_cache))),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(partials, Access::writes(records))),
+                None,
+            ],
             workgroups: grid_2d(gpu, "attention_decode", n_splits, shape.n_head_kv)?,
         },
     )?;
@@ -200,7 +212,14 @@ pub fn attention_decode_with_shape(
             entry: "attention_combine",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([None, None, None, Some(step), Some(partials), Some(out)]),
+            bindings: vec![
+                None,
+                None,
+                None,
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(partials, Access::reads(records))),
+                Some(Bind::Tensor(out)),
+            ],
             workgroups: grid(gpu, "attention_combine", shape.n_head)?,
         },
     )?;

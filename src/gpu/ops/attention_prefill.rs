@@ -5,9 +5,9 @@
 //! [`PrefillShape::for_device`]; any valid shape can be forced with [`attention_prefill_with_shape`] (for tests and
 //! tuning).
 
-use super::attention::{check, check_workgroup, grid_2d, tensors, AttentionIo, AttentionShape};
+use super::attention::{cached_rows, check, check_workgroup, grid_2d, AttentionIo, AttentionShape};
 use super::index_u32;
-use crate::gpu::dispatch::{Dispatch, Launch};
+use crate::gpu::dispatch::{Bind, Dispatch, Launch};
 use crate::gpu::{Gpu, Macros};
 use crate::{err, Result};
 
@@ -156,7 +156,13 @@ pub fn attention_prefill_with_shape(
             entry: "attention_prefill",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(out)]),
+            bindings: vec![
+                Some(Bind::Tensor(q)),
+                Some(Bind::Declared(k_cache, cached_rows(shape, k_cache))),
+                Some(Bind::Declared(v_cache, cached_rows(shape, v_cache))),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Tensor(out)),
+            ],
             workgroups,
         },
     )
