@@ -26,7 +26,9 @@ pub use elementwise::{add, mul, scale, silu_mul};
 pub use get_rows::get_rows;
 pub use kv_store::kv_store;
 pub use matmul::{matmul, matmul_into, Epilogue, MAX_VEC_TOKENS};
-pub use matmul_tiled::{matmul_tiled, matmul_tiled_into, matmul_tiled_with};
+pub use matmul_tiled::{
+    matmul_tiled, matmul_tiled_into, matmul_tiled_steps, matmul_tiled_with, tiled_kernel, TileShape, TiledKernel,
+};
 pub use matmul_vec::{matmul_vec, matmul_vec_into};
 pub use nll::nll;
 pub use rms_norm::rms_norm;
