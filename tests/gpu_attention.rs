@@ -16,7 +16,7 @@ use pollster::block_on;
 use webr1::config::{RopeScaling, RopeStyle};
 use webr1::gpu::ops::{
     attention, attention_decode, attention_decode_partials, attention_decode_with, attention_prefill, kv_store, rope,
-    AttentionIo, AttentionShape, RopeParams,
+    rope_store, AttentionIo, AttentionShape, RopeParams, RopeStoreIo,
 };
 use webr1::gpu::{DType, Dispatch, Gpu, Readback, Tensor};
 use webr1::ErrorCode;
@@ -187,7 +187,25 @@ fn rope_case(
     };
     let d = rope(gpu, &x, &pos_t, n_heads as u32, case.head_dim as u32, &params).unwrap();
     let got = run(gpu, &[d], &x);
-    let (want, angles) = cpu_rope(&x_seen, &pos, n_heads, case, theta, &ff);
+    check_rotated(what, &got, &x_seen, &pos, n_heads, case, theta, &ff, dtype)
+}
+
+/// Checks `got` (the rotation of `x_seen`, tokens at `pos`, stored as `dtype`) against [`cpu_rope`]; returns (max
+/// |error|, max |error| / tolerance).
+#[allow(clippy::too_many_arguments)]
+fn check_rotated(
+    what: &str,
+    got: &[f32],
+    x_seen: &[f32],
+    pos: &[u32],
+    n_heads: usize,
+    case: &RopeCase,
+    theta: f32,
+    ff: &[f32],
+    dtype: DType,
+) -> (f32, f32) {
+    let len = x_seen.len();
+    let (want, angles) = cpu_rope(x_seen, pos, n_heads, case, theta, ff);
 
     // The f32 angle is within (8 + 3|x|) ulps of the exact one, x = i·log2(theta_scale): exp2 is good to (3 + 2|x|)
     // ulps (the WebGPU/Vulkan bound), the f32 log2(theta_scale) adds ~0.7|x|, the products, the division and the
@@ -228,6 +246,105 @@ fn rope_case(
         max_ratio = max_ratio.max((err / tolerance) as f32);
     }
     (max_err, max_ratio)
+}
+
+/// `rope_store`: one dispatch rotates the step's queries (into q) and keys (into the cache at rows n_past..) and
+/// stores its values, reading Q, K and V side by side from one row and n_past / n_tokens from the step tensor; q's
+/// rows past the step and the cache's other rows are left as they were, and nothing is written past the cache.
+#[test]
+fn rope_store_rotates_q_and_k_and_stores_k_and_v_at_n_past() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0A0F);
+    let (n_head, n_head_kv, batch, ctx, theta) = (6usize, 2usize, 5usize, 12usize, 10000.0);
+    let mut cases = 0;
+    for (_, gpu) in gpus() {
+        let cache_dtype = if gpu.features().shader_f16 { DType::F16 } else { DType::F32 };
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            for scaling in [RopeScaling::None, RopeScaling::FreqFactors] {
+                for (head_dim, rope_dim) in [(64, 64), (64, 32)] {
+                    let case = RopeCase { style, scaling: scaling.clone(), head_dim, rope_dim };
+                    let (q_dim, kv_dim) = (n_head * head_dim, n_head_kv * head_dim);
+                    let width = q_dim + 2 * kv_dim;
+                    let ff: Vec<f32> = match scaling {
+                        RopeScaling::FreqFactors => (0..rope_dim / 2).map(|_| rng.uniform(1.0, 8.0)).collect(),
+                        _ => Vec::new(),
+                    };
+                    let ff_t = (!ff.is_empty()).then(|| Tensor::from_f32(&gpu, "ff", &[ff.len()], &ff).unwrap());
+                    let params = RopeParams {
+                        style,
+                        rope_dim: rope_dim as u32,
+                        theta,
+                        scaling: scaling.clone(),
+                        freq_factors: ff_t.as_ref(),
+                    };
+                    // (n_past, n_tokens): a partial batch, a full one, and one that runs past the cache's end.
+                    for (n_past, n_tokens) in [(7usize, 3usize), (0, batch), (10, batch)] {
+                        let what = format!(
+                            "rope_store {style:?} {scaling:?} head_dim {head_dim} rope_dim {rope_dim}, n_past {n_past} \
+                             n_tokens {n_tokens} ({} cache)",
+                            cache_dtype.name()
+                        );
+                        let qkv_data = rng.vec(batch * width, -2.0, 2.0);
+                        let qkv = Tensor::from_f32(&gpu, "qkv", &[batch, width], &qkv_data).unwrap();
+                        let q_before = rng.vec(batch * q_dim, -9.0, 9.0);
+                        let q = Tensor::from_f32(&gpu, "q", &[batch, q_dim], &q_before).unwrap();
+                        let (k_cache, k_before) =
+                            tensor(&gpu, "k", &[ctx, kv_dim], cache_dtype, &rng.vec(ctx * kv_dim, -9.0, 9.0));
+                        let (v_cache, v_before) =
+                            tensor(&gpu, "v", &[ctx, kv_dim], cache_dtype, &rng.vec(ctx * kv_dim, -9.0, 9.0));
+                        let step = step_tensor(&gpu, n_past as u32, n_tokens as u32);
+                        let io = RopeStoreIo { qkv: &qkv, step: &step, q: &q, k_cache: &k_cache, v_cache: &v_cache };
+                        let d = rope_store(&gpu, io, n_head as u32, n_head_kv as u32, head_dim as u32, &params)
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                        let q_got = run(&gpu, std::slice::from_ref(&d), &q);
+                        let k_got = block_on(k_cache.read_f32(&gpu)).unwrap();
+                        let v_got = block_on(v_cache.read_f32(&gpu)).unwrap();
+                        let stored = n_tokens.min(ctx - n_past);
+                        let pos: Vec<u32> = (0..stored).map(|t| (n_past + t) as u32).collect();
+                        let part = |t: usize, from: usize, n: usize| qkv_data[t * width + from..][..n].to_vec();
+                        // Q of the step's tokens, rotated; later rows of q untouched.
+                        let q_in: Vec<f32> = (0..stored).flat_map(|t| part(t, 0, q_dim)).collect();
+                        check_rotated(
+                            &format!("{what}: q"),
+                            &q_got[..q_in.len()],
+                            &q_in,
+                            &pos,
+                            n_head,
+                            &case,
+                            theta,
+                            &ff,
+                            DType::F32,
+                        );
+                        assert_eq!(q_got[n_tokens * q_dim..], q_before[n_tokens * q_dim..], "{what}: q past the step");
+                        // K rotated and V as is, at rows n_past..; the other rows untouched.
+                        let seen = |v: Vec<f32>| if cache_dtype == DType::F16 { round_f16(&v) } else { v };
+                        let k_in: Vec<f32> = (0..stored).flat_map(|t| part(t, q_dim, kv_dim)).collect();
+                        let rows = n_past * kv_dim..(n_past + stored) * kv_dim;
+                        let k_dtype = cache_dtype;
+                        check_rotated(
+                            &format!("{what}: k"),
+                            &k_got[rows.clone()],
+                            &k_in,
+                            &pos,
+                            n_head_kv,
+                            &case,
+                            theta,
+                            &ff,
+                            k_dtype,
+                        );
+                        let v_in: Vec<f32> = (0..stored).flat_map(|t| part(t, q_dim + kv_dim, kv_dim)).collect();
+                        assert_eq!(v_got[rows.clone()], seen(v_in)[..], "{what}: v");
+                        for (name, got, before) in [("k", &k_got, &k_before), ("v", &v_got, &v_before)] {
+                            let outside = (0..ctx * kv_dim).filter(|i| !rows.contains(i));
+                            assert!(outside.into_iter().all(|i| got[i] == before[i]), "{what}: {name}'s other rows");
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("rope_store: {cases} cases in {:.2?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------------------------------

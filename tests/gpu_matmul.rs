@@ -20,7 +20,7 @@ use pollster::block_on;
 use webr1::gpu::ops::matmul_tiled::{CPU_TILE, GPU_TILES, TARGET_WORKGROUPS, TILE_SHAPES};
 use webr1::gpu::ops::{
     get_rows, matmul, matmul_into, matmul_tiled, matmul_tiled_into, matmul_tiled_with, matmul_vec, matmul_vec_into,
-    tiled_kernel, Epilogue, TileShape, TiledKernel, MAX_VEC_TOKENS,
+    matmul_vec_with, silu_mul_vec_with, tiled_kernel, Epilogue, TileShape, TiledKernel, VecShape, MAX_VEC_TOKENS,
 };
 use webr1::gpu::{DType, Dispatch, Gpu, GpuOptions, SplitWeight, Tensor};
 use webr1::quant::{dequantize, GgmlType};
@@ -280,6 +280,89 @@ fn matmul_vec_matches_the_cpu_reference() {
     let (worst, cases) = check_kernel("matmul_vec", matmul_vec, &shapes, 0x5EED_0101);
     print_errors("matmul_vec", &worst);
     println!("matmul_vec: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// The decode kernel in the shape real GPUs get (2 rows per workgroup for one token, 1 for more), forced here on
+/// whatever adapter runs the tests, for every type and device variant.
+#[test]
+fn matmul_vec_in_the_gpu_shape_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let shapes = Shapes { rows: &[3, 17], cols: cols_for, tokens: &[1, 3], all_variants: true };
+    let gpu_shape: Kernel = |gpu, w, x, y| matmul_vec_with(gpu, w, x, y, Epilogue::default(), VecShape::Gpu);
+    let (worst, cases) = check_kernel("matmul_vec (GPU shape)", gpu_shape, &shapes, 0x5EED_0110);
+    print_errors("matmul_vec (GPU shape)", &worst);
+    println!("matmul_vec in the GPU shape: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// Each shape compiles what it says: the pipeline's macros name its rows per workgroup, and Q4_K reads whole 16-byte
+/// words (W4); lavapipe is a software adapter and gets the software shape by default.
+#[test]
+fn matmul_vec_compiles_the_shape_asked_for() {
+    let Some(gpu) = gpu() else { return };
+    assert!(gpu.adapter().is_software(), "{} should count as a software adapter", gpu.adapter());
+    assert_eq!(VecShape::for_gpu(&gpu), VecShape::Software);
+    let mut rng = Rng::new(0x5EED_0111);
+    for (ty, w4) in [(GgmlType::Q4_K, true), (GgmlType::Q5_K, true), (GgmlType::Q6_K, false), (GgmlType::Q8_0, false)] {
+        let w = Weight::random(&mut rng, ty, 8, 256).upload(&gpu);
+        for (shape, tokens, rows) in
+            [(VecShape::Gpu, 1, 2), (VecShape::Gpu, 3, 1), (VecShape::Software, 1, 16), (VecShape::Software, 8, 4)]
+        {
+            let x = Tensor::new(&gpu, "x", &[tokens, 256], DType::F32).unwrap();
+            let y = Tensor::new(&gpu, "y", &[tokens, 8], DType::F32).unwrap();
+            let d = matmul_vec_with(&gpu, &w, &x, &y, Epilogue::default(), shape).unwrap();
+            let line = d[0].describe();
+            assert!(line.contains(&format!(" ROWS_PER_WG={rows}u ")), "{ty} {shape:?} × {tokens}: {line}");
+            assert_eq!(line.contains("W4=true"), w4, "{ty}: {line}");
+            assert_eq!(d[0].workgroups()[0], 8u32.div_ceil(rows), "{ty} {shape:?} × {tokens}: {line}");
+        }
+    }
+}
+
+/// The fused SwiGLU: `silu(gate · x) ⊙ (up · x)` from gate and up stacked in one weight, in both shapes, for the
+/// types the models' feed-forward blocks use, on every device variant.
+#[test]
+fn silu_mul_vec_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0112);
+    let mut cases = 0;
+    let silu = |g: f64| g / (1.0 + (-g).exp());
+    for (device, gpu) in gpus() {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::F16] {
+            let (n_ff, cols) = (19, 512);
+            let w = Weight::random(&mut rng, ty, 2 * n_ff, cols);
+            let wt = w.upload(&gpu);
+            for dtype in dtypes(&gpu) {
+                for shape in [VecShape::Gpu, VecShape::Software] {
+                    for n_tokens in [1, 3] {
+                        // Small inputs: silu(gate) · up of the random weights' sums must stay within f16's range.
+                        let (x, x_seen) =
+                            activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -0.1, 0.1));
+                        let y = Tensor::new(&gpu, "y", &[n_tokens, n_ff], dtype).unwrap();
+                        let what = format!(
+                            "silu_mul_vec {ty} [2 × {n_ff}, {cols}] × {n_tokens} tokens, {shape:?} ({device}: {})",
+                            variant(&gpu, dtype)
+                        );
+                        let d = silu_mul_vec_with(&gpu, &wt, &x, &y, shape).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        let got = run(&gpu, &d, &y);
+                        let (sums, scale) = reference(&w, &x_seen, n_tokens);
+                        let (mut want, mut scales) = (Vec::new(), Vec::new());
+                        for t in 0..n_tokens {
+                            for r in 0..n_ff {
+                                let (g, u) = (sums[t * 2 * n_ff + r], sums[t * 2 * n_ff + n_ff + r]);
+                                let (sg, su) = (scale[t * 2 * n_ff + r], scale[t * 2 * n_ff + n_ff + r]);
+                                want.push(silu(g) * u);
+                                // silu' is at most 1.1 in magnitude: the error of g moves silu(g) by at most 1.1 times.
+                                scales.push(1.1 * sg * u.abs() + silu(g).abs() * su);
+                            }
+                        }
+                        check_product(&what, n_ff, &got, &want, &scales, tolerance(dtype));
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("silu_mul_vec: {cases} cases in {:.2?}", started.elapsed());
 }
 
 #[test]

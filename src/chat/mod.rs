@@ -19,11 +19,13 @@ mod reasoning;
 mod safe;
 mod strftime;
 mod template;
+pub mod tools;
 
 pub use prompt::Prompt;
 pub use reasoning::{prompt_starts_in_reasoning, Delta, ReasoningSplitter, THINK_CLOSE, THINK_OPEN};
 pub use safe::{Segment, END_MARKER, MARKER};
-pub use template::{ChatTemplate, Message};
+pub use template::{ChatTemplate, FunctionCall, Message, ToolCall};
+pub use tools::{ToolCallDelta, ToolChoice, ToolFormat, Tools};
 
 use crate::gguf::{Gguf, Metadata};
 use crate::{err, Result};

@@ -291,8 +291,7 @@ impl ModelSource for FileSource {
     async fn open(&mut self, part: usize, name: &str, offset: u64) -> Result<Opened<FileStream>> {
         use std::io::{Seek, SeekFrom};
         let path = if part == 0 { self.path.clone() } else { self.path.with_file_name(name) };
-        let mut file = std::fs::File::open(&path).map_err(|e| crate::gguf::io_error(&path, e))?;
-        let file_len = file.metadata().map_err(|e| crate::gguf::io_error(&path, e))?.len();
+        let (mut file, file_len) = crate::gguf::open_regular(&path)?;
         file.seek(SeekFrom::Start(offset)).map_err(|e| crate::gguf::io_error(&path, e))?;
         Ok(Opened { stream: FileStream { file, path, chunk: self.chunk }, file_len: Some(file_len) })
     }

@@ -7,4 +7,4 @@ pub mod weights;
 
 pub use forward::{Graph, Head, HeadKind, StepInputs};
 pub use kv_cache::KvCache;
-pub use weights::{LayerWeights, WeightLoader, Weights};
+pub use weights::{GateUp, LayerWeights, Stack, WeightLoader, Weights};

@@ -6,22 +6,39 @@ use crate::config::{ModelConfig, RopeScaling};
 use crate::gguf::split::SplitGguf;
 use crate::gguf::TensorInfo;
 use crate::gpu::{ByteWriter, DType, Gpu, SplitWeight, Tensor};
+use crate::quant::GgmlType;
 use crate::{err, Result};
 use std::collections::HashMap;
+
+/// Weights read by one product: tensors of the same type and width stacked by rows in file order, so that one
+/// dispatch computes all of them (Q, K and V; gate and up), with their biases stacked the same way.
+#[derive(Debug)]
+pub struct Stack {
+    /// `[Σ rows, cols]`: the tensors' rows one after another.
+    pub weight: SplitWeight,
+    /// f32 `[Σ rows]`: their biases (qwen2's Q, K and V), if they have them.
+    pub bias: Option<Tensor>,
+}
+
+/// The feed-forward block's gate and up projections.
+#[derive(Debug)]
+pub enum GateUp {
+    /// `[gate; up]` (`2 · n_ff` rows) in one binding: one dispatch computes `silu(gate · x) ⊙ (up · x)`.
+    Stacked(SplitWeight),
+    /// Apart (different types, or too large for one binding together).
+    Separate { gate: SplitWeight, up: SplitWeight },
+}
 
 /// One transformer block's weights. Matrices are `[rows = outputs, cols = inputs]`.
 #[derive(Debug)]
 pub struct LayerWeights {
     pub attn_norm: Tensor,
-    pub wq: SplitWeight,
-    pub wk: SplitWeight,
-    pub wv: SplitWeight,
-    /// Q, K and V biases (qwen2).
-    pub bias: Option<[Tensor; 3]>,
+    /// Q, K and V stacked into as few weights as their types allow (one for most models): their outputs side by side
+    /// are one row of `[q | k | v]`.
+    pub qkv: Vec<Stack>,
     pub wo: SplitWeight,
     pub ffn_norm: Tensor,
-    pub w_gate: SplitWeight,
-    pub w_up: SplitWeight,
+    pub gate_up: GateUp,
     pub w_down: SplitWeight,
 }
 
@@ -41,6 +58,47 @@ impl Weights {
     /// The LM head: `output.weight`, or the embedding when the model ties them.
     pub fn lm_head(&self) -> &SplitWeight {
         self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Every weight tensor on the GPU (each part of a split weight) with its layer (`None` outside the layers) and
+    /// name: what the profile counts as weights (`engine::profile`). A new weight must be listed here.
+    pub fn tensors(&self) -> Vec<(Option<usize>, &'static str, &Tensor)> {
+        fn split<'w>(
+            out: &mut Vec<(Option<usize>, &'static str, &'w Tensor)>,
+            at: Option<usize>,
+            name: &'static str,
+            w: &'w SplitWeight,
+        ) {
+            out.extend(w.parts().iter().map(|p| (at, name, &p.tensor)));
+        }
+        let mut out = Vec::new();
+        split(&mut out, None, "token_embd", &self.token_embd);
+        for (l, w) in self.layers.iter().enumerate() {
+            let at = Some(l);
+            out.push((at, "attn_norm", &w.attn_norm));
+            for stack in &w.qkv {
+                split(&mut out, at, "attn_qkv", &stack.weight);
+                out.extend(stack.bias.iter().map(|b| (at, "attn_qkv.bias", b)));
+            }
+            split(&mut out, at, "attn_output", &w.wo);
+            out.push((at, "ffn_norm", &w.ffn_norm));
+            match &w.gate_up {
+                GateUp::Stacked(m) => split(&mut out, at, "ffn_gate_up", m),
+                GateUp::Separate { gate, up } => {
+                    split(&mut out, at, "ffn_gate", gate);
+                    split(&mut out, at, "ffn_up", up);
+                }
+            }
+            split(&mut out, at, "ffn_down", &w.w_down);
+        }
+        out.push((None, "output_norm", &self.output_norm));
+        if let Some(output) = &self.output {
+            split(&mut out, None, "output", output);
+        }
+        if let Some(freqs) = &self.rope_freqs {
+            out.push((None, "rope_freqs", freqs));
+        }
+        out
     }
 }
 
@@ -64,14 +122,9 @@ impl WeightLoader {
         for (_, t) in model.tensors() {
             t.ty.check_supported()?;
         }
-        let mut writers = HashMap::new();
-        let mut create = |name: &str| -> Result<Slot> {
-            let t = tensors.get(name).ok_or_else(|| err!(ConfigBadValue, "the model has no '{name}' tensor"))?;
-            let slot = Slot::new(gpu, t)?;
-            writers.insert(name.to_string(), slot.writer());
-            Ok(slot)
-        };
-        let weights = build_weights(config, &mut create)?;
+        let mut creator = Creator { gpu, tensors, writers: HashMap::new() };
+        let weights = build_weights(config, &mut creator)?;
+        let writers = creator.writers;
         let mut ranges = Vec::new();
         let mut bytes_needed = 0;
         for part in &model.parts {
@@ -178,90 +231,142 @@ impl WeightLoader {
     }
 }
 
-/// A weight being created: a plain tensor (norms, biases) or a matrix that may be split by rows.
-enum Slot {
-    Vector(Tensor),
-    Matrix(SplitWeight),
+/// Creates the weights on the GPU (zero-filled) and a writer for each GGUF tensor's bytes.
+struct Creator<'a> {
+    gpu: &'a Gpu,
+    tensors: HashMap<&'a str, &'a TensorInfo>,
+    writers: HashMap<String, ByteWriter>,
 }
 
-impl Slot {
-    fn new(gpu: &Gpu, t: &TensorInfo) -> Result<Slot> {
-        let cols = t.row_len() as usize;
-        let rows = t.n_rows() as usize;
-        if t.dims.len() == 1 {
-            let dtype = if t.ty == crate::quant::GgmlType::F32 { DType::F32 } else { DType::Ggml(t.ty) };
-            if dtype != DType::F32 {
-                return Err(err!(ConfigBadValue, "vector tensor '{}' is {}, webr1 expects F32", t.name, t.ty));
+impl Creator<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensors.get(name).copied().ok_or_else(|| err!(ConfigBadValue, "the model has no '{name}' tensor"))
+    }
+
+    /// A 1-D f32 tensor (norms, biases).
+    fn vector(&mut self, name: &str) -> Result<Tensor> {
+        let t = self.info(name)?;
+        if t.dims.len() != 1 || t.ty != GgmlType::F32 {
+            return Err(err!(ConfigBadValue, "tensor '{name}' should be a vector of F32, got {} {:?}", t.ty, t.dims));
+        }
+        let tensor = Tensor::new(self.gpu, name, &[t.row_len() as usize], DType::F32)?;
+        self.writers.insert(name.to_string(), tensor.writer());
+        Ok(tensor)
+    }
+
+    /// A matrix of raw GGML blocks, split by rows as the device's bindings require.
+    fn matrix(&mut self, name: &str) -> Result<SplitWeight> {
+        Ok(self.stack(&[name], &[])?.weight)
+    }
+
+    /// Matrices of the same type and width stacked by rows, each GGUF tensor's bytes routed to its rows, and their
+    /// biases (`biases[i]` of `names[i]`, all or none) stacked the same way.
+    fn stack(&mut self, names: &[&str], biases: &[&str]) -> Result<Stack> {
+        let infos = names.iter().map(|n| self.info(n)).collect::<Result<Vec<_>>>()?;
+        let first = infos.first().ok_or_else(|| err!(Usage, "an empty stack of weights"))?;
+        if let Some(t) = infos.iter().find(|t| t.dims.len() != 2) {
+            return Err(err!(ConfigBadValue, "tensor '{}' should be a matrix, got dims {:?}", t.name, t.dims));
+        }
+        let (ty, cols) = (first.ty, first.row_len() as usize);
+        let rows: Vec<usize> = infos.iter().map(|t| t.n_rows() as usize).collect();
+        let label = names.join("+");
+        let weight = SplitWeight::new(self.gpu, &label, rows.iter().sum(), cols, DType::Ggml(ty))?;
+        let mut first_row = 0;
+        for (name, &n) in names.iter().zip(&rows) {
+            self.writers.insert(name.to_string(), weight.writer_rows(first_row, n)?);
+            first_row += n;
+        }
+        let bias = match biases.is_empty() {
+            true => None,
+            false => {
+                let bias = Tensor::new(self.gpu, &format!("{label} bias"), &[first_row], DType::F32)?;
+                let mut at = 0u64;
+                for (name, &n) in biases.iter().zip(&rows) {
+                    let t = self.info(name)?;
+                    if t.dims.len() != 1 || t.ty != GgmlType::F32 || t.row_len() as usize != n {
+                        return Err(err!(
+                            ConfigBadValue,
+                            "bias '{name}' should be F32 [{n}], got {} {:?}",
+                            t.ty,
+                            t.dims
+                        ));
+                    }
+                    let piece = vec![(bias.buffer().clone(), bias.offset() + at, 4 * n as u64)];
+                    self.writers.insert(name.to_string(), ByteWriter::new(piece));
+                    at += 4 * n as u64;
+                }
+                Some(bias)
             }
-            return Ok(Slot::Vector(Tensor::new(gpu, &t.name, &[cols], dtype)?));
-        }
-        Ok(Slot::Matrix(SplitWeight::new(gpu, &t.name, rows, cols, DType::Ggml(t.ty))?))
+        };
+        Ok(Stack { weight, bias })
     }
 
-    fn writer(&self) -> ByteWriter {
-        match self {
-            Slot::Vector(t) => t.writer(),
-            Slot::Matrix(w) => w.writer(),
-        }
-    }
-
-    fn vector(self, name: &str) -> Result<Tensor> {
-        match self {
-            Slot::Vector(t) => Ok(t),
-            Slot::Matrix(_) => Err(err!(ConfigBadValue, "'{name}' should be a vector")),
-        }
-    }
-
-    fn matrix(self, name: &str) -> Result<SplitWeight> {
-        match self {
-            Slot::Matrix(w) => Ok(w),
-            Slot::Vector(_) => Err(err!(ConfigBadValue, "'{name}' should be a matrix")),
-        }
+    /// Whether the named matrices can share one stack: one type, one width, and each tensor's rows ending on a 4-byte
+    /// boundary (the GPU writes whole words). `one_binding` also asks that the stack fit one binding, with each
+    /// tensor's rows starting on the device's storage offset alignment (so each can be bound on its own too).
+    fn stackable(&self, names: &[&str], one_binding: bool) -> Result<bool> {
+        let infos = names.iter().map(|n| self.info(n)).collect::<Result<Vec<_>>>()?;
+        let (ty, cols) = (infos[0].ty, infos[0].row_len());
+        let same = infos.iter().all(|t| t.dims.len() == 2 && t.ty == ty && t.row_len() == cols);
+        let align = match one_binding {
+            true => u64::from(self.gpu.limits().min_storage_buffer_offset_alignment).max(4),
+            false => 4,
+        };
+        let aligned = infos.iter().all(|t| t.n_bytes % align == 0);
+        let bytes: u64 = infos.iter().map(|t| t.n_bytes).sum();
+        Ok(same && aligned && (!one_binding || bytes <= self.gpu.max_binding_bytes()))
     }
 }
 
-fn build_weights(config: &ModelConfig, create: &mut dyn FnMut(&str) -> Result<Slot>) -> Result<Weights> {
+fn build_weights(config: &ModelConfig, c: &mut Creator) -> Result<Weights> {
     let mut layers = Vec::with_capacity(config.n_layer as usize);
-    let token_embd = create("token_embd.weight")?.matrix("token_embd.weight")?;
-    let output_norm = create("output_norm.weight")?.vector("output_norm.weight")?;
+    let token_embd = c.matrix("token_embd.weight")?;
+    let output_norm = c.vector("output_norm.weight")?;
     let output = match config.tied_embeddings {
         true => None,
-        false => Some(create("output.weight")?.matrix("output.weight")?),
+        false => Some(c.matrix("output.weight")?),
     };
     let rope_freqs = match config.rope_scaling {
-        RopeScaling::FreqFactors => Some(create("rope_freqs.weight")?.vector("rope_freqs.weight")?),
+        RopeScaling::FreqFactors => Some(c.vector("rope_freqs.weight")?),
         _ => None,
     };
     for i in 0..config.n_layer {
-        let mut matrix = |name: &str| {
-            let full = format!("blk.{i}.{name}");
-            create(&full)?.matrix(&full)
+        let blk = |name: &str| format!("blk.{i}.{name}");
+        let qkv_names = [blk("attn_q.weight"), blk("attn_k.weight"), blk("attn_v.weight")];
+        let bias_names = [blk("attn_q.bias"), blk("attn_k.bias"), blk("attn_v.bias")];
+        // Q, K and V in runs of neighbours that can share a stack.
+        let mut qkv = Vec::new();
+        let mut start = 0;
+        while start < 3 {
+            let mut end = start + 1;
+            while end < 3 {
+                let run: Vec<&str> = qkv_names[start..=end].iter().map(String::as_str).collect();
+                if !c.stackable(&run, false)? {
+                    break;
+                }
+                end += 1;
+            }
+            let names: Vec<&str> = qkv_names[start..end].iter().map(String::as_str).collect();
+            let biases: Vec<&str> = match config.qkv_bias {
+                true => bias_names[start..end].iter().map(String::as_str).collect(),
+                false => Vec::new(),
+            };
+            qkv.push(c.stack(&names, &biases)?);
+            start = end;
+        }
+        let wo = c.matrix(&blk("attn_output.weight"))?;
+        let (gate, up) = (blk("ffn_gate.weight"), blk("ffn_up.weight"));
+        let gate_up = match c.stackable(&[&gate, &up], true)? {
+            true => GateUp::Stacked(c.stack(&[&gate, &up], &[])?.weight),
+            false => GateUp::Separate { gate: c.matrix(&gate)?, up: c.matrix(&up)? },
         };
-        let (wq, wk, wv, wo) = (
-            matrix("attn_q.weight")?,
-            matrix("attn_k.weight")?,
-            matrix("attn_v.weight")?,
-            matrix("attn_output.weight")?,
-        );
-        let (w_gate, w_up, w_down) = (matrix("ffn_gate.weight")?, matrix("ffn_up.weight")?, matrix("ffn_down.weight")?);
-        let mut vector = |name: &str| {
-            let full = format!("blk.{i}.{name}");
-            create(&full)?.vector(&full)
-        };
-        let bias = match config.qkv_bias {
-            true => Some([vector("attn_q.bias")?, vector("attn_k.bias")?, vector("attn_v.bias")?]),
-            false => None,
-        };
+        let w_down = c.matrix(&blk("ffn_down.weight"))?;
         layers.push(LayerWeights {
-            attn_norm: vector("attn_norm.weight")?,
-            wq,
-            wk,
-            wv,
-            bias,
+            attn_norm: c.vector(&blk("attn_norm.weight"))?,
+            qkv,
             wo,
-            ffn_norm: vector("ffn_norm.weight")?,
-            w_gate,
-            w_up,
+            ffn_norm: c.vector(&blk("ffn_norm.weight"))?,
+            gate_up,
             w_down,
         });
     }

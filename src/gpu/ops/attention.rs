@@ -17,7 +17,7 @@ use super::attention_decode::attention_decode;
 use super::attention_prefill::attention_prefill;
 use super::kv_store::check_step;
 use super::{activation, index_u32};
-use crate::gpu::dispatch::Bind;
+use crate::gpu::profile::{Access, Extent};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::{err, Result};
 
@@ -69,9 +69,9 @@ pub fn attention(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Resul
     }
 }
 
-/// Bind group entries from tensors; `None` skips a binding the entry point does not use.
-pub(super) fn tensors<const N: usize>(list: [Option<&Tensor>; N]) -> Vec<Option<Bind<'_>>> {
-    list.into_iter().map(|t| t.map(Bind::Tensor)).collect()
+/// What attention reads of a cache: the rows the step attends, `0 .. n_past + n_tokens`.
+pub(super) fn cached_rows(shape: AttentionShape, cache: &Tensor) -> Access {
+    Access::reads(Extent::PerCachedRows { bytes: cache.byte_size() / u64::from(shape.ctx), rows: 1 })
 }
 
 /// Checks tensors and shape; returns whether the caches are f16.

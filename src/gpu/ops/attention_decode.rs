@@ -2,8 +2,9 @@
 //! context ("flash decoding"), then a combine pass; see [`super::attention`] for the semantics both attention kernels
 //! share.
 
-use super::attention::{check, check_shape, check_workgroup, grid_2d, tensors, AttentionIo, AttentionShape};
-use crate::gpu::dispatch::{grid, Dispatch, Launch};
+use super::attention::{cached_rows, check, check_shape, check_workgroup, grid_2d, AttentionIo, AttentionShape};
+use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::{Access, Extent};
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -53,6 +54,9 @@ pub fn attention_decode_with(
         return Err(err!(Usage, "attention_decode: partials needs a buffer of its own"));
     }
     let words = [n_head, n_head_kv, ctx, n_chunks, shape.scale().to_bits(), 0, 0, 0];
+    // The chunks the step attends write their records, which the combine pass reads.
+    let record_bytes = u64::from(n_head) * u64::from(head_dim + 2) * 4;
+    let records = Extent::PerCachedRows { bytes: record_bytes, rows: u64::from(chunk) };
     let macros = Macros::new().u32("HEAD_DIM", head_dim).u32("GROUP", group).u32("CHUNK", chunk).bool("F16", f16);
     let chunks = Dispatch::new(
         gpu,
@@ -61,7 +65,14 @@ pub fn attention_decode_with(
             entry: "attention_decode",
             macros: macros.clone(),
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(partials), None]),
+            bindings: vec![
+                Some(Bind::Tensor(q)),
+                Some(Bind::Declared(k_cache, cached_rows(shape, k_cache))),
+                Some(Bind::Declared(v_cache, cached_rows(shape, v_cache))),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(partials, Access::writes(records))),
+                None,
+            ],
             workgroups: grid_2d(gpu, "attention_decode", n_chunks, n_head_kv)?,
         },
     )?;
@@ -72,7 +83,14 @@ pub fn attention_decode_with(
             entry: "attention_combine",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([None, None, None, Some(step), Some(partials), Some(out)]),
+            bindings: vec![
+                None,
+                None,
+                None,
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(partials, Access::reads(records))),
+                Some(Bind::Tensor(out)),
+            ],
             workgroups: grid(gpu, "attention_combine", n_head)?,
         },
     )?;

@@ -1,9 +1,9 @@
 //! The prefill attention kernel (`shaders/attention_prefill.wgsl`): flash-style causal grouped-query attention of a
 //! batch of tokens over the KV cache; see [`super::attention`] for the semantics both attention kernels share.
 
-use super::attention::{check, check_workgroup, grid_2d, tensors, AttentionIo, AttentionShape};
+use super::attention::{cached_rows, check, check_workgroup, grid_2d, AttentionIo, AttentionShape};
 use super::index_u32;
-use crate::gpu::dispatch::{Dispatch, Launch};
+use crate::gpu::dispatch::{Bind, Dispatch, Launch};
 use crate::gpu::{Gpu, Macros};
 use crate::Result;
 
@@ -38,7 +38,13 @@ pub fn attention_prefill(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) 
             entry: "attention_prefill",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(out)]),
+            bindings: vec![
+                Some(Bind::Tensor(q)),
+                Some(Bind::Declared(k_cache, cached_rows(shape, k_cache))),
+                Some(Bind::Declared(v_cache, cached_rows(shape, v_cache))),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Tensor(out)),
+            ],
             workgroups,
         },
     )

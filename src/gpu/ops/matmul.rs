@@ -85,6 +85,20 @@ pub(super) fn check_product(
     y: &Tensor,
     epilogue: &Epilogue,
 ) -> Result<Product> {
+    check_product_outputs(gpu, op, w, x, y, epilogue, w.rows())
+}
+
+/// [`check_product`] for a product that writes `outputs` columns of y (fewer than W's rows when pairs of rows make one
+/// output, as in the fused SwiGLU); a bias then has one value per output.
+pub(super) fn check_product_outputs(
+    gpu: &Gpu,
+    op: &str,
+    w: &SplitWeight,
+    x: &Tensor,
+    y: &Tensor,
+    epilogue: &Epilogue,
+    outputs: usize,
+) -> Result<Product> {
     let ty = weight_type(op, w)?;
     let f16 = activation(gpu, op, "x", x)?;
     if y.dtype() != x.dtype() {
@@ -101,13 +115,11 @@ pub(super) fn check_product(
         ));
     }
     let column = epilogue.column;
-    if y.rows() != x.rows() || column.checked_add(w.rows()).is_none_or(|end| end > y.cols()) {
+    if y.rows() != x.rows() || column.checked_add(outputs).is_none_or(|end| end > y.cols()) {
         return Err(err!(
             Usage,
-            "{op}: y must be [{}, ≥ {} + {}] (column + the weight's rows), got {:?}",
+            "{op}: y must be [{}, ≥ {column} + {outputs}] (column + the product's outputs), got {:?}",
             x.rows(),
-            column,
-            w.rows(),
             y.shape()
         ));
     }
@@ -115,11 +127,10 @@ pub(super) fn check_product(
         return Err(err!(Usage, "{op}: y must be a buffer of its own (not x or the weight)"));
     }
     if let Some(bias) = epilogue.bias {
-        if bias.dtype() != DType::F32 || bias.len() != w.rows() {
+        if bias.dtype() != DType::F32 || bias.len() != outputs {
             return Err(err!(
                 Usage,
-                "{op}: the bias must be f32 [{}] (one per row of the weight), got {} {:?}",
-                w.rows(),
+                "{op}: the bias must be f32 [{outputs}] (one per output), got {} {:?}",
                 bias.dtype().name(),
                 bias.shape()
             ));
