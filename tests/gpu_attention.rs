@@ -16,8 +16,8 @@ use pollster::block_on;
 use webr1::config::{RopeScaling, RopeStyle};
 use webr1::gpu::ops::{
     attention, attention_decode, attention_decode_partials, attention_decode_partials_for, attention_decode_with,
-    attention_decode_with_shape, attention_prefill, attention_prefill_with_shape, kv_store, rope, rope_store, AttentionIo,
-    AttentionShape, DecodeShape, PrefillShape, RopeParams, RopeStoreIo, PREFILL_MEMORY_CAP,
+    attention_decode_with_shape, attention_prefill, attention_prefill_with_shape, kv_store, rope, rope_store,
+    AttentionIo, AttentionShape, DecodeShape, PrefillShape, RopeParams, RopeStoreIo, PREFILL_MEMORY_CAP,
 };
 use webr1::gpu::{DType, Dispatch, Gpu, Readback, Tensor};
 use webr1::ErrorCode;

@@ -29,7 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("get_rows", include_str!("../../shaders/get_rows.wgsl")),
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
     ("mask", include_str!("../../shaders/mask.wgsl")),
-    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_tiled", include_str!("../../shaders/matmul_tiled.wgsl")),
     ("matmul_vec", include_str!("../../shaders/matmul_vec.wgsl")),
     ("nll", include_str!("../../shaders/nll.wgsl")),
     ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),

@@ -4,8 +4,8 @@
 //!
 //! - [`matmul_vec`](super::matmul_vec::matmul_vec) (`shaders/matmul_vec.wgsl`, module [`super::matmul_vec`]): a few
 //!   tokens (1..=[`MAX_VEC_TOKENS`]). Memory-bound: every weight is read once and serves every token.
-//! - [`matmul_tiled`](super::matmul_tiled::matmul_tiled) (`shaders/matmul.wgsl`, module [`super::matmul_tiled`]): any
-//!   number of tokens, a tiled GEMM.
+//! - [`matmul_tiled`](super::matmul_tiled::matmul_tiled) (`shaders/matmul_tiled.wgsl`, module
+//!   [`super::matmul_tiled`]): any number of tokens, a tiled GEMM.
 //! - [`matmul`] and [`matmul_into`] pick between them by the number of tokens; the forward pass builds its dispatches
 //!   once per batch size and replays them.
 //!

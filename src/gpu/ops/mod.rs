@@ -31,7 +31,9 @@ pub use get_rows::get_rows;
 pub use kv_store::kv_store;
 pub use mask::{apply_mask, mask_words};
 pub use matmul::{matmul, matmul_into, Epilogue, MAX_VEC_TOKENS};
-pub use matmul_tiled::{matmul_tiled, matmul_tiled_into, matmul_tiled_with};
+pub use matmul_tiled::{
+    matmul_tiled, matmul_tiled_into, matmul_tiled_steps, matmul_tiled_with, tiled_kernel, TileShape, TiledKernel,
+};
 pub use matmul_vec::{matmul_vec, matmul_vec_into, matmul_vec_with, silu_mul_vec, silu_mul_vec_with, VecShape};
 pub use nll::nll;
 pub use rms_norm::{rms_norm, rms_norm_rows, NormRows};
