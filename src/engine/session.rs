@@ -12,10 +12,9 @@ use crate::model::{Graph, Head, HeadKind, KvCache, StepInputs, Weights};
 use crate::{err, Result};
 use std::collections::{HashMap, VecDeque};
 
-/// How many prompt tokens one prefill dispatch list takes at most.
-pub const DEFAULT_PREFILL_BATCH: usize = 64;
-/// Dispatch lists of odd sizes (the last chunk of a prompt) kept besides the decode and full-chunk ones.
-const ODD_GRAPHS_KEPT: usize = 4;
+/// How many prompt tokens one prefill step takes at most (fewer where the device's bindings are smaller: see
+/// [`Session::new`]).
+pub const DEFAULT_PREFILL_BATCH: usize = 256;
 
 /// One position's highest logits, highest first (ties: lower id first), and the log-sum-exp over the vocabulary,
 /// so that `logit - lse` is a log-probability: what the golden fixtures record per step.
@@ -107,10 +106,13 @@ pub struct Session {
     pub weights: Weights,
     pub cache: KvCache,
     prefill_batch: usize,
+    /// Tokens per scoring step: the prefill batch, or fewer when a row of logits per token would not fit one binding.
+    score_batch: usize,
     inputs: StepInputs,
+    /// At most three: the decode step's, the prefill's and the scoring's, each built on first use and kept.
     graphs: HashMap<(usize, HeadKind), Graph>,
-    /// The odd graphs, oldest first.
-    odd_graphs: Vec<(usize, HeadKind)>,
+    /// Graphs built since the session began (tests check that none is built after the first prompt).
+    graphs_built: usize,
     sampling: Tensor,
     /// Whether the sampling settings are greedy: steps run the argmax head.
     greedy: bool,
@@ -121,8 +123,8 @@ pub struct Session {
     next_ready: bool,
     /// Cache rows written by steps in flight for tokens not yet kept (0 or 1).
     provisional: usize,
-    /// The sampling graph that ran last (its `logits` and `token` hold the latest results).
-    last_batch: Option<usize>,
+    /// The sampling graph that ran last (its `logits` and `token` hold the latest results) and its step's tokens.
+    last: Option<((usize, HeadKind), usize)>,
     stats: LoopStats,
     /// The steps submitted since tracing began, when it did ([`Session::trace`]).
     trace: Option<Vec<TracedStep>>,
@@ -138,7 +140,13 @@ pub struct Session {
 impl Session {
     pub fn new(gpu: Gpu, config: ModelConfig, weights: Weights, ctx: usize, prefill_batch: usize) -> Result<Session> {
         let cache = KvCache::new(&gpu, &config, ctx)?;
-        let prefill_batch = prefill_batch.max(1);
+        // A step's widest activation (`[batch, width]` f32), and with the scoring head a row of logits per token,
+        // must fit one binding.
+        let c = &config;
+        let widest = [c.n_ff, c.q_dim() + 2 * c.kv_dim(), c.n_embd].into_iter().max().unwrap_or(1).max(1);
+        let rows_fitting = |width: u32| (gpu.max_binding_bytes() / (u64::from(width) * 4)).max(1) as usize;
+        let prefill_batch = prefill_batch.clamp(1, rows_fitting(widest));
+        let score_batch = prefill_batch.min(rows_fitting(c.n_vocab.max(1)));
         let inputs = StepInputs::new(&gpu, prefill_batch)?;
         let sampling = Tensor::new(&gpu, "sampling", &[SamplingParams::WORDS], DType::U32)?;
         let readback = Readback::new(&gpu, (config.n_vocab as u64 * 4).max(16))?;
@@ -149,9 +157,10 @@ impl Session {
             weights,
             cache,
             prefill_batch,
+            score_batch,
             inputs,
             graphs: HashMap::new(),
-            odd_graphs: Vec::new(),
+            graphs_built: 0,
             sampling,
             greedy: false,
             readback,
@@ -159,7 +168,7 @@ impl Session {
             pending: VecDeque::new(),
             next_ready: false,
             provisional: 0,
-            last_batch: None,
+            last: None,
             stats: LoopStats::default(),
             trace: None,
             mask: None,
@@ -167,7 +176,7 @@ impl Session {
             mask_armed: false,
             masked_steps: 0,
         };
-        session.ensure_graph(1, HeadKind::Sample)?;
+        session.ensure_graph((1, HeadKind::Sample))?;
         session.set_sampling(&SamplingParams::greedy())?;
         Ok(session)
     }
@@ -178,23 +187,31 @@ impl Session {
         self.gpu.write_buffer(self.sampling.buffer(), 0, bytemuck::bytes_of(params))
     }
 
-    /// Builds the dispatch list for `batch` tokens ending as `kind` says on first use.
-    fn ensure_graph(&mut self, batch: usize, kind: HeadKind) -> Result<()> {
-        let key = (batch, kind);
+    /// The graph that runs a step of `n` tokens ending as `kind` says: one token samples through the decode graph,
+    /// more through the prefill graph (which reads the count from the step's inputs); scoring has a graph of its own.
+    fn key(&self, n: usize, kind: HeadKind) -> (usize, HeadKind) {
+        match kind {
+            HeadKind::Sample if n <= 1 => (1, kind),
+            HeadKind::Sample => (self.prefill_batch, kind),
+            HeadKind::Score => (self.score_batch, kind),
+        }
+    }
+
+    /// Builds graph `key` on first use; the graphs are never rebuilt.
+    fn ensure_graph(&mut self, key: (usize, HeadKind)) -> Result<()> {
         if !self.graphs.contains_key(&key) {
             let (c, w, cache, inputs) = (&self.config, &self.weights, &self.cache, &self.inputs);
-            let graph = Graph::build(&self.gpu, c, w, cache, inputs, batch, kind, &self.sampling)?;
-            if key != (1, HeadKind::Sample) && batch != self.prefill_batch {
-                self.odd_graphs.push(key);
-                if self.odd_graphs.len() > ODD_GRAPHS_KEPT {
-                    let old = self.odd_graphs.remove(0);
-                    self.graphs.remove(&old);
-                    self.mask_dispatches.remove(&old.0);
-                }
-            }
+            let graph = Graph::build(&self.gpu, c, w, cache, inputs, key.0, key.1, &self.sampling)?;
+            self.graphs_built += 1;
             self.graphs.insert(key, graph);
         }
         Ok(())
+    }
+
+    /// Graphs built since the session began: the decode graph at load, then the prefill and scoring graphs on first
+    /// use, and never again.
+    pub fn graphs_built(&self) -> usize {
+        self.graphs_built
     }
 
     fn check_room(&self, n: usize) -> Result<()> {
@@ -211,8 +228,8 @@ impl Session {
 
     /// Submits one step of graph `key` (its inputs already written): the head too when `with_head`, and then the
     /// copy of a sampled token to a staging buffer, queued for [`Session::next_token`].
-    fn submit(&mut self, key: (usize, HeadKind), with_head: bool) -> Result<Submission> {
-        self.record(key, with_head);
+    fn submit(&mut self, key: (usize, HeadKind), n: usize, with_head: bool) -> Result<Submission> {
+        self.record(key, n, with_head);
         // A constrained step (Session::set_mask): the mask goes between the LM head and the sampler.
         let masked = with_head && key.1 == HeadKind::Sample && std::mem::take(&mut self.mask_armed);
         if masked && !self.mask_dispatches.contains_key(&key.0) {
@@ -227,7 +244,7 @@ impl Session {
         graph.encode(&self.gpu, &mut encoder, with_head, self.greedy, mask);
         let slot = self.copy_token(&mut encoder, key, with_head);
         let submission = self.gpu.submit_commands([encoder.finish()]);
-        self.queue_token(key, slot, &submission);
+        self.queue_token(key, n, slot, &submission);
         Ok(submission)
     }
 
@@ -249,18 +266,17 @@ impl Session {
     }
 
     /// After a submission: its token (when it sampled one) waits to be read, and is the next step's input.
-    fn queue_token(&mut self, key: (usize, HeadKind), slot: Option<usize>, submission: &Submission) {
+    fn queue_token(&mut self, key: (usize, HeadKind), n: usize, slot: Option<usize>, submission: &Submission) {
         if let Some(slot) = slot {
             self.pending.push_back(Pending { slot, submission: submission.clone() });
-            self.last_batch = Some(key.0);
+            self.last = Some((key, n));
         }
         self.next_ready = slot.is_some();
     }
 
     /// Adds a step about to be submitted to the trace, when tracing.
-    fn record(&mut self, graph: (usize, HeadKind), with_head: bool) {
+    fn record(&mut self, graph: (usize, HeadKind), n_tokens: usize, with_head: bool) {
         let n_past = self.cache.len() + self.provisional;
-        let n_tokens = graph.0;
         if let Some(trace) = &mut self.trace {
             trace.push(TracedStep { graph, with_head, greedy: self.greedy, shape: StepShape { n_past, n_tokens } });
         }
@@ -291,8 +307,8 @@ impl Session {
         let chunks = tokens.len().div_ceil(self.prefill_batch);
         for (i, chunk) in tokens.chunks(self.prefill_batch).enumerate() {
             let n_past = self.cache.len();
-            let key = (chunk.len(), HeadKind::Sample);
-            self.ensure_graph(key.0, key.1)?;
+            let key = self.key(chunk.len(), HeadKind::Sample);
+            self.ensure_graph(key)?;
             self.inputs.write(&self.gpu, chunk, n_past)?;
             let with_head = i + 1 == chunks;
             let list: Vec<Dispatch> = self.graphs[&key].dispatches(self.greedy, with_head).cloned().collect();
@@ -300,7 +316,7 @@ impl Session {
             let mut encoder = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             let slot = self.copy_token(&mut encoder, key, with_head);
             let submission = self.gpu.submit_commands([encoder.finish()]);
-            self.queue_token(key, slot, &submission);
+            self.queue_token(key, chunk.len(), slot, &submission);
             self.cache.extend(chunk);
         }
         Ok(())
@@ -332,10 +348,11 @@ impl Session {
         let chunks = tokens.len().div_ceil(self.prefill_batch);
         for (i, chunk) in tokens.chunks(self.prefill_batch).enumerate() {
             let n_past = self.cache.len();
-            self.ensure_graph(chunk.len(), HeadKind::Sample)?;
+            let key = self.key(chunk.len(), HeadKind::Sample);
+            self.ensure_graph(key)?;
             self.inputs.write(&self.gpu, chunk, n_past)?;
             // Only the last chunk's logits are needed.
-            self.submit((chunk.len(), HeadKind::Sample), i + 1 == chunks)?;
+            self.submit(key, chunk.len(), i + 1 == chunks)?;
             self.cache.extend(chunk);
         }
         Ok(())
@@ -349,8 +366,8 @@ impl Session {
             return Err(err!(Usage, "advance: no sampled token to continue from, or one step is already in flight"));
         }
         self.check_room(1)?;
-        self.ensure_graph(1, HeadKind::Sample)?;
-        self.submit((1, HeadKind::Sample), true)?;
+        self.ensure_graph((1, HeadKind::Sample))?;
+        self.submit((1, HeadKind::Sample), 1, true)?;
         self.provisional = 1;
         Ok(())
     }
@@ -410,7 +427,7 @@ impl Session {
     pub async fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>> {
         self.check_scoring(tokens, targets)?;
         let mut out = Vec::with_capacity(tokens.len());
-        for (chunk, want) in tokens.chunks(self.prefill_batch).zip(targets.chunks(self.prefill_batch)) {
+        for (chunk, want) in tokens.chunks(self.score_batch).zip(targets.chunks(self.score_batch)) {
             let (nll, _) = self.submit_scoring(chunk, want)?;
             let bytes = self.readback.read(&self.gpu, nll.buffer(), nll.offset(), nll.byte_size()).await?;
             out.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
@@ -427,7 +444,7 @@ impl Session {
         self.check_scoring(tokens, &targets)?;
         let row_bytes = u64::from(self.config.n_vocab) * 4;
         let mut out = Vec::with_capacity(tokens.len());
-        for (chunk, want) in tokens.chunks(self.prefill_batch).zip(targets.chunks(self.prefill_batch)) {
+        for (chunk, want) in tokens.chunks(self.score_batch).zip(targets.chunks(self.score_batch)) {
             let (_, logits) = self.submit_scoring(chunk, want)?;
             for row in 0..chunk.len() as u64 {
                 let at = logits.offset() + row * row_bytes;
@@ -447,7 +464,7 @@ impl Session {
         }
         self.discard();
         self.check_room(tokens.len())?;
-        self.last_batch = None;
+        self.last = None;
         Ok(())
     }
 
@@ -455,11 +472,11 @@ impl Session {
     /// (`f32 [chunk]`) and logits (`f32 [chunk, n_vocab]`) tensors, ready once the submission has run.
     fn submit_scoring(&mut self, chunk: &[u32], targets: &[u32]) -> Result<(Tensor, Tensor)> {
         let n_past = self.cache.len();
-        let key = (chunk.len(), HeadKind::Score);
-        self.ensure_graph(key.0, key.1)?;
+        let key = self.key(chunk.len(), HeadKind::Score);
+        self.ensure_graph(key)?;
         self.graphs[&key].set_targets(&self.gpu, targets)?;
         self.inputs.write(&self.gpu, chunk, n_past)?;
-        self.submit(key, true)?;
+        self.submit(key, chunk.len(), true)?;
         let Head::Score { nll, logits, .. } = &self.graphs[&key].head else {
             return Err(err!(Usage, "not a scoring graph"));
         };
@@ -484,7 +501,7 @@ impl Session {
 
     /// The sampling graph that ran last.
     fn last_graph(&self) -> Result<&Graph> {
-        let graph = self.last_batch.and_then(|b| self.graphs.get(&(b, HeadKind::Sample)));
+        let graph = self.last.and_then(|(key, _)| self.graphs.get(&key));
         graph.ok_or_else(|| err!(Usage, "no tokens were fed since the last rewind or scoring"))
     }
 
@@ -501,17 +518,19 @@ impl Session {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    /// The residual stream after the last layer for the last fed tokens, `[batch, n_embd]` (for tests).
+    /// The residual stream after the last layer for the last fed step's tokens, `[n_tokens, n_embd]` (for tests).
     pub async fn hidden_state(&mut self) -> Result<Vec<f32>> {
-        let x = self.last_graph()?.hidden().clone();
+        let n = self.last.map_or(0, |(_, n)| n);
+        let x = self.last_graph()?.hidden().view_rows(&self.gpu, 0, n)?;
         Ok(bytemuck::pod_collect_to_vec(&x.read_bytes(&self.gpu).await?))
     }
 
     /// The dispatch list that generation runs for a batch of `batch` tokens, one line per dispatch
     /// ([`crate::gpu::Dispatch::describe`]); built now if it was not yet.
     pub fn dispatch_list(&mut self, batch: usize) -> Result<Vec<String>> {
-        self.ensure_graph(batch, HeadKind::Sample)?;
-        Ok(self.graphs[&(batch, HeadKind::Sample)].describe())
+        let key = self.key(batch, HeadKind::Sample);
+        self.ensure_graph(key)?;
+        Ok(self.graphs[&key].describe())
     }
 
     /// Steps submitted with a token mask since the model was loaded (each uploaded one mask and ran one more
@@ -537,7 +556,7 @@ impl Session {
 
     /// The decode step's graph (for profiling: its dispatches and their order).
     pub fn decode_graph(&mut self) -> Result<&Graph> {
-        self.ensure_graph(1, HeadKind::Sample)?;
+        self.ensure_graph((1, HeadKind::Sample))?;
         Ok(&self.graphs[&(1, HeadKind::Sample)])
     }
 }

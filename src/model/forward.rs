@@ -1,5 +1,7 @@
-//! The forward pass as an explicit list of dispatches, built once per batch size and replayed for every step
-//! (ARCHITECTURE.md §5 and §6; in the manner of llama2.c's `forward()`).
+//! The forward pass as an explicit list of dispatches, built once and replayed for every step (ARCHITECTURE.md §5
+//! and §6; in the manner of llama2.c's `forward()`). A session has at most three: the decode step's (one token), the
+//! prefill's and the scoring's (up to their batch of tokens each, the count read from `step` when they run, so a
+//! prompt of any length is chunks through the same list).
 //!
 //! A step's inputs are two small buffers that every graph of a session shares ([`StepInputs`]): the token ids and
 //! `step = [n_past, n_tokens, 0, 0]`. The engine writes them for a prompt; for decoding, the sampler's last pass writes
@@ -15,8 +17,8 @@
 use super::kv_cache::KvCache;
 use super::weights::{GateUp, Weights};
 use crate::config::ModelConfig;
-use crate::gpu::ops::{self, AttentionIo, AttentionShape, Epilogue, NextStep, RopeParams, RopeStoreIo};
-use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+use crate::gpu::ops::{self, AttentionIo, AttentionShape, Epilogue, NextStep, NormRows, RopeParams, RopeStoreIo};
+use crate::gpu::{DType, Dispatch, Gpu, SplitWeight, Tensor};
 use crate::{err, Result};
 
 /// The inputs of a step, shared by all the graphs of a session.
@@ -147,7 +149,8 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Builds the forward pass for batches of exactly `batch` tokens over `cache`, reading `inputs`, ending as `kind`
+    /// Builds the forward pass for steps of `batch` tokens (1: a decode step), or of up to `batch` tokens when
+    /// `batch` > 1 (the count read from `inputs.step` when it runs) over `cache`, reading `inputs`, ending as `kind`
     /// says; a sampler reads its settings from `sampling` (see [`crate::gpu::ops::SamplingParams`]) and writes the
     /// next decode step's inputs.
     #[allow(clippy::too_many_arguments)]
@@ -181,17 +184,24 @@ impl Graph {
         let mut d: Vec<Dispatch> = Vec::new();
         let eps = c.rms_norm_eps;
         let residual = Epilogue { accumulate: true, ..Epilogue::default() };
+        // A graph of more than one token serves every step of up to `batch` tokens: its kernels read the step's
+        // token count from `step` when they run (the norms and products skip the rows past it).
+        let step = (batch > 1).then_some(&inputs.step);
+        let norm_rows = match step {
+            Some(step) => NormRows::Step(step),
+            None => NormRows::All,
+        };
 
         // x = embedding of the tokens                                     [batch, n_embd]
         let ids = inputs.ids.view_rows(gpu, 0, batch)?;
         d.extend(ops::get_rows(gpu, &weights.token_embd, &ids, &a.x)?);
         for (l, w) in weights.layers.iter().enumerate() {
             // Attention block: xn = norm(x); [q | k | v] = xn · [Wq; Wk; Wv]ᵀ + bias   [batch, (n_head + 2 n_head_kv) · head_dim]
-            d.push(ops::rms_norm(gpu, &a.x, &w.attn_norm, &a.xn, eps)?);
+            d.push(ops::rms_norm_rows(gpu, &a.x, &w.attn_norm, &a.xn, eps, norm_rows)?);
             let mut column = 0;
             for stack in &w.qkv {
                 let epilogue = Epilogue { bias: stack.bias.as_ref(), column, ..Epilogue::default() };
-                d.extend(ops::matmul_into(gpu, &stack.weight, &a.xn, &a.qkv, epilogue)?);
+                d.extend(project(gpu, &stack.weight, &a.xn, &a.qkv, epilogue, step)?);
                 column += stack.weight.rows();
             }
             // q = RoPE(q); the cache's rows n_past.. = RoPE(k), v. Attention reads rows 0..=n_past + t.
@@ -205,15 +215,15 @@ impl Graph {
                 None => d.push(ops::attention_prefill(gpu, io, shape)?),
             }
             // x += attn · Woᵀ                                             [batch, n_embd]
-            d.extend(ops::matmul_into(gpu, &w.wo, &a.attn, &a.x, residual)?);
+            d.extend(project(gpu, &w.wo, &a.attn, &a.x, residual, step)?);
             // Feed-forward block: x += (silu(xn · Wgateᵀ) ⊙ xn · Wupᵀ) · Wdownᵀ
-            d.push(ops::rms_norm(gpu, &a.x, &w.ffn_norm, &a.xn, eps)?);
-            d.extend(swiglu(gpu, &w.gate_up, &a, batch)?); //                   [batch, n_ff]
-            d.extend(ops::matmul_into(gpu, &w.w_down, &a.ffn, &a.x, residual)?);
+            d.push(ops::rms_norm_rows(gpu, &a.x, &w.ffn_norm, &a.xn, eps, norm_rows)?);
+            d.extend(swiglu(gpu, &w.gate_up, &a, batch, step)?); //             [batch, n_ff]
+            d.extend(project(gpu, &w.w_down, &a.ffn, &a.x, residual, step)?);
         }
         let head = match kind {
             HeadKind::Sample => sample_head(gpu, c, weights, inputs, &a, batch, sampling)?,
-            HeadKind::Score => score_head(gpu, c, weights, &a, batch)?,
+            HeadKind::Score => score_head(gpu, c, weights, inputs, &a, batch)?,
         };
         Ok(Graph { batch, head, trunk: d, acts: a })
     }
@@ -250,10 +260,10 @@ impl Graph {
 
     // --- End of the constrained-decoding hook. ---
 
-    /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].
+    /// Writes the targets of a scoring pass (one per token of the step: at most the batch); see [`HeadKind::Score`].
     pub fn set_targets(&self, gpu: &Gpu, targets: &[u32]) -> Result<()> {
         match &self.head {
-            Head::Score { targets: buffer, .. } if targets.len() == self.batch => {
+            Head::Score { targets: buffer, .. } if targets.len() <= self.batch => {
                 gpu.write_buffer(buffer.buffer(), 0, bytemuck::cast_slice(targets))
             }
             Head::Score { .. } => Err(err!(Usage, "{} targets for a graph of batch {}", targets.len(), self.batch)),
@@ -295,7 +305,7 @@ impl Graph {
 
 /// `ffn = silu(xn · Wgateᵀ) ⊙ (xn · Wupᵀ)`: one dispatch when gate and up are stacked and the batch is small; else
 /// the two products (views of a stack, or the two weights) and the element-wise SwiGLU.
-fn swiglu(gpu: &Gpu, gate_up: &GateUp, a: &Activations, batch: usize) -> Result<Vec<Dispatch>> {
+fn swiglu(gpu: &Gpu, gate_up: &GateUp, a: &Activations, batch: usize, step: Option<&Tensor>) -> Result<Vec<Dispatch>> {
     if Activations::fused_swiglu(gate_up, batch) {
         if let GateUp::Stacked(w) = gate_up {
             return ops::silu_mul_vec(gpu, w, &a.xn, &a.ffn);
@@ -306,16 +316,36 @@ fn swiglu(gpu: &Gpu, gate_up: &GateUp, a: &Activations, batch: usize) -> Result<
     match gate_up {
         GateUp::Stacked(w) => {
             let n_ff = w.rows() / 2;
-            d.extend(ops::matmul(gpu, &w.view_rows(gpu, 0, n_ff)?, &a.xn, gate)?);
-            d.extend(ops::matmul(gpu, &w.view_rows(gpu, n_ff, n_ff)?, &a.xn, up)?);
+            d.extend(project(gpu, &w.view_rows(gpu, 0, n_ff)?, &a.xn, gate, Epilogue::default(), step)?);
+            d.extend(project(gpu, &w.view_rows(gpu, n_ff, n_ff)?, &a.xn, up, Epilogue::default(), step)?);
         }
         GateUp::Separate { gate: wg, up: wu } => {
-            d.extend(ops::matmul(gpu, wg, &a.xn, gate)?);
-            d.extend(ops::matmul(gpu, wu, &a.xn, up)?);
+            d.extend(project(gpu, wg, &a.xn, gate, Epilogue::default(), step)?);
+            d.extend(project(gpu, wu, &a.xn, up, Epilogue::default(), step)?);
         }
     }
-    d.push(ops::silu_mul(gpu, gate, up, &a.ffn)?);
+    d.push(match step {
+        Some(step) => ops::silu_mul_rows(gpu, gate, up, &a.ffn, step)?,
+        None => ops::silu_mul(gpu, gate, up, &a.ffn)?,
+    });
     Ok(d)
+}
+
+/// `y = x · Wᵀ` with `epilogue`. With `step` (a graph serving steps of up to x's rows), the tiled kernel computes
+/// only the step's rows; the vector kernel (x of at most [`ops::MAX_VEC_TOKENS`] rows) computes all of x's rows, the
+/// rows past the step's holding values that nothing reads.
+fn project(
+    gpu: &Gpu,
+    w: &SplitWeight,
+    x: &Tensor,
+    y: &Tensor,
+    epilogue: Epilogue,
+    step: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    match step {
+        Some(step) if x.rows() > ops::MAX_VEC_TOKENS => ops::matmul_tiled_steps(gpu, w, x, y, epilogue, step),
+        _ => ops::matmul_into(gpu, w, x, y, epilogue),
+    }
 }
 
 /// The sampling head: the last token's final norm and logits, then argmax (greedy) or the sampler chain; the
@@ -332,9 +362,14 @@ fn sample_head(
     let n_vocab = c.n_vocab as usize;
     let logits = Tensor::new(gpu, "logits", &[1, n_vocab], DType::F32)?;
     let token = Tensor::new(gpu, "token", &[1], DType::U32)?;
-    // Only the last token's logits are needed: final norm and LM head on that row.               [1, n_vocab]
-    let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
-    let mut logits_of_last = vec![ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, c.rms_norm_eps)?];
+    // Only the last token's logits are needed: final norm and LM head on that row (the step's last). [1, n_vocab]
+    let eps = c.rms_norm_eps;
+    let mut logits_of_last = match batch {
+        1 => vec![ops::rms_norm(gpu, &a.x, &weights.output_norm, &a.last, eps)?],
+        _ => {
+            vec![ops::rms_norm_rows(gpu, &a.x, &weights.output_norm, &a.last, eps, NormRows::LastOfStep(&inputs.step))?]
+        }
+    };
     logits_of_last.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
     // The next token, chosen on the GPU, written to `token` and to the next step's inputs.             u32 [1]
     let next = Some(NextStep { ids: &inputs.ids, step: &inputs.step });
@@ -347,13 +382,23 @@ fn sample_head(
 }
 
 /// The scoring head: every token's logits and the NLL of the token that follows it.    [batch, n_vocab], [batch]
-fn score_head(gpu: &Gpu, c: &ModelConfig, weights: &Weights, a: &Activations, batch: usize) -> Result<Head> {
+/// Rows past the step's hold values that nothing reads.
+fn score_head(
+    gpu: &Gpu,
+    c: &ModelConfig,
+    weights: &Weights,
+    inputs: &StepInputs,
+    a: &Activations,
+    batch: usize,
+) -> Result<Head> {
     let n_vocab = c.n_vocab as usize;
     let targets = Tensor::new(gpu, "targets", &[batch], DType::U32)?;
     let logits = Tensor::new(gpu, "logits", &[batch, n_vocab], DType::F32)?;
     let nll = Tensor::new(gpu, "nll", &[batch], DType::F32)?;
-    let mut dispatches = vec![ops::rms_norm(gpu, &a.x, &weights.output_norm, &a.xn, c.rms_norm_eps)?];
-    dispatches.extend(ops::matmul(gpu, weights.lm_head(), &a.xn, &logits)?);
+    let step = (batch > 1).then_some(&inputs.step);
+    let rows = step.map_or(NormRows::All, NormRows::Step);
+    let mut dispatches = vec![ops::rms_norm_rows(gpu, &a.x, &weights.output_norm, &a.xn, c.rms_norm_eps, rows)?];
+    dispatches.extend(project(gpu, weights.lm_head(), &a.xn, &logits, Epilogue::default(), step)?);
     dispatches.push(ops::nll(gpu, &logits, &targets, &nll)?);
     Ok(Head::Score { targets, logits, nll, dispatches })
 }
