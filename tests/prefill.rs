@@ -48,12 +48,12 @@ fn argmax(logits: &[f32]) -> (usize, f32) {
 fn check(model: &str, force_f32: bool, prefill_batch: usize, lengths: &[usize]) {
     let Some(text) = common::text(&Path::new(common::LICENSES).join("GFDL-1.3")) else { return };
     let longest = lengths.iter().copied().max().unwrap_or(1);
-    let options = EngineOptions {
+    let mut options = EngineOptions {
         gpu: GpuOptions { force_f32, ..GpuOptions::default() },
         context_length: Some(longest.next_power_of_two().max(256)),
-        prefill_batch,
         ..EngineOptions::default()
     };
+    options.prefill_batch = prefill_batch;
     let Some(mut engine) = pollster::block_on(common::engine(model, options)) else { return };
     let tokens = common::leading_tokens(engine.tokenizer(), &text, longest);
     assert_eq!(tokens.len(), longest, "the text has {longest} tokens");
