@@ -1,7 +1,7 @@
 //! One prefill graph for prompts of every length (ARCHITECTURE.md §5): a prompt fed in one go, in chunks of the
 //! prefill batch through the graph that reads its token count from the step's inputs, gives the same logits and
-//! first token as the same prompt fed one token at a time through the decode graph; and no graph is built after a
-//! session's first prompt.
+//! first token as the same prompt fed one token at a time through the decode graph, the scoring graph gives one NLL per
+//! token (the last equal to the one-at-a-time logits'), and no graph is built after a session's first prompt.
 //!
 //! CI: smol135 with chunks of 64 tokens, prompts of 1, 63, 64, 65 and 66 tokens (one chunk short of, at, and past a
 //! chunk and a 64-token tile; a final chunk of one token and one of two). `WEBR1_SLOW=1` adds prompts of 511, 513 and
@@ -55,13 +55,14 @@ fn check(model: &str, force_f32: bool, prefill_batch: usize, lengths: &[usize]) 
     };
     options.prefill_batch = prefill_batch;
     let Some(mut engine) = pollster::block_on(common::engine(model, options)) else { return };
-    let tokens = common::leading_tokens(engine.tokenizer(), &text, longest);
-    assert_eq!(tokens.len(), longest, "the text has {longest} tokens");
+    // One token more than the longest prompt: the target of its last position when scored.
+    let tokens = common::leading_tokens(engine.tokenizer(), &text, longest + 1);
+    assert_eq!(tokens.len(), longest + 1, "the text has {} tokens", longest + 1);
     let bound = bound(model, force_f32);
     let mut failures = Vec::new();
     let mut built = None;
     let references = one_at_a_time(&mut engine, &tokens, lengths);
-    for (&n, reference) in lengths.iter().zip(references) {
+    for (&n, reference) in lengths.iter().zip(&references) {
         let (logits, token) = pollster::block_on(async {
             let session = engine.session();
             session.rewind(0);
@@ -76,7 +77,7 @@ fn check(model: &str, force_f32: bool, prefill_batch: usize, lengths: &[usize]) 
             None => {}
         }
         assert_eq!(token as usize, argmax(&logits).0, "{n} tokens: the sampled token is the logits' argmax");
-        let worst = logits.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let worst = logits.iter().zip(reference.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let (want, margin) = argmax(&reference);
         eprintln!("{model} f32={force_f32} batch {prefill_batch}: {n} tokens, max |Δlogit| {worst:.4}, first token {token} (one at a time: {want}, margin {margin:.3})");
         if worst > bound {
@@ -86,7 +87,24 @@ fn check(model: &str, force_f32: bool, prefill_batch: usize, lengths: &[usize]) 
             failures.push(format!("{n} tokens: first token {token}, one at a time {want} (margin {margin})"));
         }
     }
-    assert!(built.is_some_and(|b| b <= 2), "graphs built: {built:?} (decode and prefill)");
+    assert!(built.is_some_and(|b| b <= 2), "graphs built before scoring: {built:?} (decode and prefill)");
+    for (&n, reference) in lengths.iter().zip(&references) {
+        // The scoring graph: one NLL per token, the last one that of the one-at-a-time logits.
+        let nll = pollster::block_on(async {
+            let session = engine.session();
+            session.rewind(0);
+            session.score(&tokens[..n], &tokens[1..=n]).await.unwrap()
+        });
+        assert_eq!(nll.len(), n, "scoring {n} tokens gives {} NLLs", nll.len());
+        let max = reference.iter().copied().fold(f32::MIN, f32::max);
+        let lse = max + reference.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+        let want_nll = lse - reference[tokens[n] as usize];
+        if (nll[n - 1] - want_nll).abs() > bound {
+            failures.push(format!("{n} tokens: the last NLL is {} but {want_nll} one at a time", nll[n - 1]));
+        }
+    }
+    let graphs = engine.session().graphs_built();
+    assert!(graphs <= 3, "{graphs} graphs built: decode, prefill and scoring at most");
     assert!(failures.is_empty(), "{model}:\n{}", failures.join("\n"));
 }
 
