@@ -12,7 +12,7 @@ use std::collections::HashMap;
 /// How many prompt tokens one prefill dispatch list takes at most.
 pub const DEFAULT_PREFILL_BATCH: usize = 64;
 /// Dispatch lists of odd sizes (the last chunk of a prompt) kept besides the decode and full-chunk ones.
-const ODD_GRAPHS_KEPT: usize = 4;
+pub(crate) const ODD_GRAPHS_KEPT: usize = 4;
 
 /// One position's highest logits, highest first (ties: lower id first), and the log-sum-exp over the vocabulary,
 /// so that `logit - lse` is a log-probability: what the golden fixtures record per step.

@@ -119,6 +119,9 @@ impl Dispatch {
                 Some(Bind::Buffer(b)) => wgpu::BindingResource::Buffer(b.clone()),
                 None => continue,
             };
+            if let wgpu::BindingResource::Buffer(b) = &resource {
+                gpu.count_binding(b.size.map_or(b.buffer.size() - b.offset, |s| s.get()));
+            }
             entries.push(wgpu::BindGroupEntry { binding: first + i as u32, resource });
         }
         let bind_group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {

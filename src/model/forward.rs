@@ -42,6 +42,41 @@ struct Activations {
     partials: Option<Tensor>,
 }
 
+/// One buffer of a dispatch list: see [`Graph::activation_shapes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationShape {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// The buffers of [`Graph::activation_shapes`], allocated, until the pass takes each by name.
+struct Buffers(Vec<(&'static str, Tensor)>);
+
+impl Buffers {
+    fn allocate(gpu: &Gpu, shapes: Vec<ActivationShape>) -> Result<Buffers> {
+        let tensors = shapes.into_iter().map(|s| Ok((s.name, Tensor::new(gpu, s.name, &s.shape, s.dtype)?)));
+        Ok(Buffers(tensors.collect::<Result<_>>()?))
+    }
+
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        let at = self.0.iter().position(|(n, _)| *n == name);
+        let at = at.ok_or_else(|| err!(Usage, "the forward pass has no buffer '{name}' in its list"))?;
+        Ok(self.0.swap_remove(at).1)
+    }
+}
+
+/// The attention's shape for a cache of `ctx` tokens and batches of `batch`.
+fn attention_shape(c: &ModelConfig, ctx: usize, batch: usize) -> AttentionShape {
+    AttentionShape {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+        ctx: ctx as u32,
+        batch: batch as u32,
+    }
+}
+
 /// What the pass ends with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeadKind {
@@ -96,39 +131,24 @@ impl Graph {
             return Err(err!(Usage, "a batch of zero tokens"));
         }
         let c = config;
-        let (e, q_dim, kv_dim, ff) = (c.n_embd as usize, c.q_dim() as usize, c.kv_dim() as usize, c.n_ff as usize);
-        let act = |name: &str, width: usize| Tensor::new(gpu, name, &[batch, width], DType::F32);
-        let inputs = StepInputs {
-            ids: Tensor::new(gpu, "ids", &[batch], DType::U32)?,
-            pos: Tensor::new(gpu, "pos", &[batch], DType::U32)?,
-            step: Tensor::new(gpu, "step", &[4], DType::U32)?,
-        };
-        let mut a = Activations {
-            x: act("x", e)?,
-            xn: act("xn", e)?,
-            q: act("q", q_dim)?,
-            k: act("k", kv_dim)?,
-            v: act("v", kv_dim)?,
-            attn: act("attn", q_dim)?,
-            h: act("h", e)?,
-            gate: act("gate", ff)?,
-            up: act("up", ff)?,
-            last: Tensor::new(gpu, "last", &[1, e], DType::F32)?,
-            partials: None,
+        let mut buffers = Buffers::allocate(gpu, Self::activation_shapes(gpu, c, cache.ctx(), batch, kind)?)?;
+        let inputs = StepInputs { ids: buffers.take("ids")?, pos: buffers.take("pos")?, step: buffers.take("step")? };
+        let a = Activations {
+            x: buffers.take("x")?,
+            xn: buffers.take("xn")?,
+            q: buffers.take("q")?,
+            k: buffers.take("k")?,
+            v: buffers.take("v")?,
+            attn: buffers.take("attn")?,
+            h: buffers.take("h")?,
+            gate: buffers.take("gate")?,
+            up: buffers.take("up")?,
+            last: buffers.take("last")?,
+            partials: buffers.take("attention partials").ok(),
         };
 
         let rope = RopeParams::from_config(c, weights.rope_freqs.as_ref());
-        let shape = AttentionShape {
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim: c.head_dim,
-            ctx: cache.ctx() as u32,
-            batch: batch as u32,
-        };
-        a.partials = match batch {
-            1 => Some(ops::attention_decode_partials(gpu, shape)?),
-            _ => None,
-        };
+        let shape = attention_shape(c, cache.ctx(), batch);
         let mut d: Vec<Dispatch> = Vec::new();
         let eps = c.rms_norm_eps;
 
@@ -171,8 +191,7 @@ impl Graph {
         let head = match kind {
             HeadKind::Sample => {
                 // Only the last token's logits are needed: final norm and LM head on that row.   [1, n_vocab]
-                let logits = Tensor::new(gpu, "logits", &[1, n_vocab], DType::F32)?;
-                let token = Tensor::new(gpu, "token", &[1], DType::U32)?;
+                let (logits, token) = (buffers.take("logits")?, buffers.take("token")?);
                 let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
                 d.push(ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, eps)?);
                 d.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
@@ -182,9 +201,7 @@ impl Graph {
             }
             HeadKind::Score => {
                 // Every token's logits, and the NLL of the token that follows it.       [batch, n_vocab], [batch]
-                let targets = Tensor::new(gpu, "targets", &[batch], DType::U32)?;
-                let logits = Tensor::new(gpu, "logits", &[batch, n_vocab], DType::F32)?;
-                let nll = Tensor::new(gpu, "nll", &[batch], DType::F32)?;
+                let (targets, logits, nll) = (buffers.take("targets")?, buffers.take("logits")?, buffers.take("nll")?);
                 d.push(ops::rms_norm(gpu, &a.x, &weights.output_norm, &a.xn, eps)?);
                 d.extend(ops::matmul(gpu, weights.lm_head(), &a.xn, &logits)?);
                 d.push(ops::nll(gpu, &logits, &targets, &nll)?);
@@ -192,6 +209,42 @@ impl Graph {
             }
         };
         Ok(Graph { batch, inputs, head, dispatches: d, acts: a })
+    }
+
+    /// Every buffer [`Graph::build`] allocates for batches of `batch` tokens over a cache of `ctx` tokens, ending as
+    /// `kind` says: the step inputs, the activations, the decode attention's scratch and the head's outputs. `build`
+    /// allocates exactly this list, and the memory plan (`crate::model::plan`) counts it, so the two cannot drift.
+    pub fn activation_shapes(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        ctx: usize,
+        batch: usize,
+        kind: HeadKind,
+    ) -> Result<Vec<ActivationShape>> {
+        if batch == 0 {
+            return Err(err!(Usage, "a batch of zero tokens"));
+        }
+        let c = config;
+        let (e, q_dim, kv_dim, ff) = (c.n_embd as usize, c.q_dim() as usize, c.kv_dim() as usize, c.n_ff as usize);
+        let n_vocab = c.n_vocab as usize;
+        let f32 = |name, shape: &[usize]| ActivationShape { name, shape: shape.to_vec(), dtype: DType::F32 };
+        let u32 = |name, shape: &[usize]| ActivationShape { name, shape: shape.to_vec(), dtype: DType::U32 };
+        let mut list = vec![u32("ids", &[batch]), u32("pos", &[batch]), u32("step", &[4])];
+        for (name, width) in [("x", e), ("xn", e), ("q", q_dim), ("k", kv_dim), ("v", kv_dim), ("attn", q_dim)] {
+            list.push(f32(name, &[batch, width]));
+        }
+        list.extend([f32("h", &[batch, e]), f32("gate", &[batch, ff]), f32("up", &[batch, ff]), f32("last", &[1, e])]);
+        if batch == 1 {
+            let partials = ops::attention_decode_partials_shape(gpu, attention_shape(c, ctx, batch))?;
+            list.push(f32("attention partials", &partials));
+        }
+        match kind {
+            HeadKind::Sample => list.extend([f32("logits", &[1, n_vocab]), u32("token", &[1])]),
+            HeadKind::Score => {
+                list.extend([u32("targets", &[batch]), f32("logits", &[batch, n_vocab]), f32("nll", &[batch])])
+            }
+        }
+        Ok(list)
     }
 
     /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.

@@ -219,6 +219,27 @@ impl Slot {
     }
 }
 
+/// The tensors [`WeightLoader::new`] creates for `config` (those `build_weights` asks for): what the memory plan
+/// (`crate::model::plan`) sizes.
+pub fn weight_names(config: &ModelConfig) -> Vec<String> {
+    let mut names: Vec<String> = vec!["token_embd.weight".into(), "output_norm.weight".into()];
+    if !config.tied_embeddings {
+        names.push("output.weight".into());
+    }
+    if config.rope_scaling == RopeScaling::FreqFactors {
+        names.push("rope_freqs.weight".into());
+    }
+    for i in 0..config.n_layer {
+        let mut layer = vec!["attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight"];
+        layer.extend(["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "attn_norm.weight", "ffn_norm.weight"]);
+        if config.qkv_bias {
+            layer.extend(["attn_q.bias", "attn_k.bias", "attn_v.bias"]);
+        }
+        names.extend(layer.into_iter().map(|name| format!("blk.{i}.{name}")));
+    }
+    names
+}
+
 fn build_weights(config: &ModelConfig, create: &mut dyn FnMut(&str) -> Result<Slot>) -> Result<Weights> {
     let mut layers = Vec::with_capacity(config.n_layer as usize);
     let token_embd = create("token_embd.weight")?.matrix("token_embd.weight")?;

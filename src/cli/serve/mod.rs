@@ -48,12 +48,15 @@ pub struct ServeArgs {
     /// Requests that may wait behind the running one; more get HTTP 429.
     #[arg(long, default_value_t = 32)]
     queue: usize,
-    /// Tokens of context to allocate (default: the model's, at most 16384).
+    /// Tokens of context to allocate, at most the model's own (default: the largest that fits the GPU and
+    /// --gpu-memory, up to the model's own and 32768).
     #[arg(long)]
     ctx: Option<usize>,
     /// Use only f32 shaders (no shader-f16, no subgroups).
     #[arg(long)]
     f32: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 struct App {
@@ -74,7 +77,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             if args.api_key.is_none() { " (and no --api-key is set)" } else { "" }
         );
     }
-    let worker = Worker::start(path.clone(), super::engine_options(args.f32, args.ctx), args.queue)?;
+    let worker = Worker::start(path.clone(), super::engine_options(args.f32, args.ctx, &args.device), args.queue)?;
     let app = Arc::new(App {
         worker,
         model: super::model::display_name(&path),

@@ -115,10 +115,15 @@ pub fn attention_decode(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -
 /// (sum of p·v over the chunk's keys, their maximum score, the sum of p) per query head and chunk of the context. The
 /// layers of a model run one after another and may share one (see [`attention_decode_with`]).
 pub fn attention_decode_partials(gpu: &Gpu, shape: AttentionShape) -> Result<Tensor> {
+    Tensor::new(gpu, "attention partials", &attention_decode_partials_shape(gpu, shape)?, DType::F32)
+}
+
+/// The shape of [`attention_decode_partials`] for `shape` on this device, without allocating it (for the memory
+/// plan).
+pub fn attention_decode_partials_shape(gpu: &Gpu, shape: AttentionShape) -> Result<[usize; 3]> {
     check_shape("attention_decode", shape)?;
     let n_chunks = shape.ctx.div_ceil(decode_chunk(gpu, shape.group(), shape.head_dim)?);
-    let dims = [shape.n_head as usize, n_chunks as usize, shape.head_dim as usize + 2];
-    Tensor::new(gpu, "attention partials", &dims, DType::F32)
+    Ok([shape.n_head as usize, n_chunks as usize, shape.head_dim as usize + 2])
 }
 
 /// [`attention_decode`] with the scratch tensor `partials` given (from [`attention_decode_partials`] for this shape).

@@ -16,8 +16,8 @@ pub mod rope;
 pub mod sample;
 
 pub use attention::{
-    attention, attention_decode, attention_decode_partials, attention_decode_with, attention_prefill, AttentionIo,
-    AttentionShape,
+    attention, attention_decode, attention_decode_partials, attention_decode_partials_shape, attention_decode_with,
+    attention_prefill, AttentionIo, AttentionShape,
 };
 pub use elementwise::{add, mul, scale, silu_mul};
 pub use get_rows::get_rows;
