@@ -139,14 +139,14 @@ pub(crate) struct GenerationArgs {
 pub(crate) struct DeviceArgs {
     /// GPU memory webr1 may use in all, in bytes or with a suffix (8GiB, 512MiB, 7.5G): a model and context that
     /// need more are refused before loading; with no --ctx the context is the largest that fits.
-    #[arg(long, value_name = "SIZE", value_parser = size("--gpu-memory"))]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--gpu-memory"))]
     gpu_memory: Option<u64>,
     /// Cap one storage binding (WebGPU's maxStorageBufferBindingSize) below the GPU's, e.g. 128MiB as on many
     /// phones: larger weights are split across more buffers.
-    #[arg(long, value_name = "SIZE", value_parser = size("--max-binding-size"))]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--max-binding-size"))]
     max_binding_size: Option<u64>,
     /// Cap one buffer (WebGPU's maxBufferSize) below the GPU's, e.g. 256MiB.
-    #[arg(long, value_name = "SIZE", value_parser = size("--max-buffer-size"))]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--max-buffer-size"))]
     max_buffer_size: Option<u64>,
 }
 

@@ -38,7 +38,7 @@ use crate::{err, Result};
 pub const MIN_AUTO_CONTEXT: usize = 256;
 
 /// Odd-sized prefill lists the session keeps besides the decode and full-chunk ones (`engine::session`).
-const ODD_GRAPHS_KEPT: u64 = crate::engine::ODD_GRAPHS_KEPT as u64;
+pub const ODD_GRAPHS_KEPT: u64 = crate::engine::ODD_GRAPHS_KEPT as u64;
 
 /// One buffer of a weight: rows `first_row .. first_row + n_rows`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
