@@ -129,7 +129,8 @@ fn a_budget_too_small_is_refused_before_any_buffer_is_created() {
         let e = pollster::block_on(Engine::load_file(&path, options(Some(4096), Some(budget)), |_| {})).err().unwrap();
         assert_eq!(buffers_created_in_process(), before, "{name}: a refused load created GPU buffers");
         assert_eq!(e.code(), "model.too_large", "{name}: {e}");
-        let fits: usize = e.message.split("at most ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+        let fits: usize =
+            e.message.split("at most ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
         assert!(fits > 512 && fits < 4096, "{name}: {e}");
 
         // No context given: the longest that fits the budget (the same one), and what is allocated stays within it.
@@ -245,7 +246,11 @@ fn phone_sized_limits_give_the_same_greedy_tokens() {
     let _one_at_a_time = serial();
     let Some((want, free)) = greedy_tokens(GpuOptions::default()) else { return };
     assert_eq!(want.len(), 8, "{want:?}");
-    eprintln!("qwen05 greedy without caps: {want:?} (binding {}, largest bound {})", free.gpu().max_binding_bytes(), free.gpu().largest_binding());
+    eprintln!(
+        "qwen05 greedy without caps: {want:?} (binding {}, largest bound {})",
+        free.gpu().max_binding_bytes(),
+        free.gpu().largest_binding()
+    );
     drop(free);
     for (binding, buffer) in [(128 * MIB, Some(256 * MIB)), (8 * MIB, None)] {
         let gpu = GpuOptions { max_binding_bytes: Some(binding), max_buffer_bytes: buffer, ..GpuOptions::default() };
