@@ -275,3 +275,27 @@ fn phone_sized_limits_give_the_same_greedy_tokens() {
         }
     }
 }
+
+#[test]
+fn an_allocation_that_fails_anyway_is_a_coded_error_and_a_model_loads_after_it() {
+    let Some(plan) = plan_of("qwen05", &options(Some(256), None)) else { return };
+    let plan = plan.unwrap();
+    let path = common::model("qwen05").unwrap();
+    let _one_at_a_time = serial();
+    // The device refuses a buffer halfway through the weights, then one of the KV cache's (the test hook asks it for
+    // a buffer over its own limit, so the failure comes back through the error scopes, as a real one would).
+    for (after, doing) in [
+        (plan.weight_bytes() / 2, "allocating the model's weights"),
+        (plan.weight_bytes() + plan.kv.bytes() / 2, "allocating the KV cache for 256 tokens"),
+    ] {
+        let gpu = GpuOptions { fail_allocations_after: Some(after), ..GpuOptions::default() };
+        let options = EngineOptions { gpu, ..options(Some(256), None) };
+        let e = pollster::block_on(Engine::load_file(&path, options, |_| {})).err().expect("the load fails");
+        eprintln!("a failed allocation after {after} B: {e}");
+        assert!(matches!(e.code(), "gpu.out_of_memory" | "gpu.validation"), "{e}");
+        assert!(e.message.contains(doing), "{e}");
+    }
+    // The failed loads' devices were destroyed with their buffers; this process loads and runs a model as before.
+    let (tokens, _) = greedy_tokens(GpuOptions::default()).unwrap();
+    assert_eq!(tokens.len(), 8);
+}

@@ -27,6 +27,11 @@ pub struct GpuOptions {
     /// limits").
     pub max_buffer_bytes: Option<u64>,
     pub power_preference: wgpu::PowerPreference,
+    /// For tests of the failure path: once this many bytes of buffers exist, the next buffer is asked of the device
+    /// at a size it rejects, so the failure reaches webr1 through the error scopes as a real out-of-memory would
+    /// (WebGPU gives no other way to make one happen on purpose).
+    #[doc(hidden)]
+    pub fail_allocations_after: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -36,6 +41,7 @@ impl Default for GpuOptions {
             max_binding_bytes: None,
             max_buffer_bytes: None,
             power_preference: wgpu::PowerPreference::HighPerformance,
+            fail_allocations_after: None,
         }
     }
 }
@@ -146,6 +152,7 @@ pub struct Gpu {
     limits: wgpu::Limits,
     max_binding_bytes: u64,
     max_buffer_bytes: u64,
+    fail_allocations_after: Option<u64>,
     pipelines: PipelineCache,
     errors: Arc<ErrorSink>,
     buffers_created: AtomicU64,
@@ -223,6 +230,7 @@ impl Gpu {
             limits,
             max_binding_bytes,
             max_buffer_bytes,
+            fail_allocations_after: options.fail_allocations_after,
             pipelines: PipelineCache::default(),
             errors,
             buffers_created: AtomicU64::new(0),
@@ -311,11 +319,12 @@ impl Gpu {
         }
         self.buffers_created.fetch_add(1, Ordering::Relaxed);
         BUFFERS_CREATED_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
-        self.bytes_created.fetch_add(size, Ordering::Relaxed);
+        let before = self.bytes_created.fetch_add(size, Ordering::Relaxed);
         self.largest_buffer.fetch_max(size, Ordering::Relaxed);
+        let fail = self.fail_allocations_after.is_some_and(|after| before + size > after);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size,
+            size: if fail { self.limits.max_buffer_size.saturating_add(4) } else { size },
             usage,
             mapped_at_creation: false,
         }))

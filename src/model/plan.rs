@@ -280,10 +280,21 @@ impl MemoryPlan {
 
     /// One line per part of the plan, for `webr1 info --plan` and logs.
     pub fn summary(&self) -> String {
-        let split: Vec<String> = self
-            .split_weights()
-            .map(|w| format!("{} ({} {}) in {} buffers", w.name, human(w.bytes()), w.dtype.name(), w.parts.len()))
-            .collect();
+        // Layers' tensors of the same shape are one line: `blk.*.ffn_down.weight (183.8 MiB Q6_K) in 2 buffers × 44`.
+        let mut split: Vec<(String, usize)> = Vec::new();
+        for w in self.split_weights() {
+            let name = match w.name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')) {
+                Some((layer, tail)) if layer.bytes().all(|b| b.is_ascii_digit()) => format!("blk.*.{tail}"),
+                _ => w.name.clone(),
+            };
+            let line = format!("{name} ({} {}) in {} buffers", human(w.bytes()), w.dtype.name(), w.parts.len());
+            match split.iter_mut().find(|(l, _)| *l == line) {
+                Some((_, count)) => *count += 1,
+                None => split.push((line, 1)),
+            }
+        }
+        let split: Vec<String> =
+            split.into_iter().map(|(line, n)| if n > 1 { format!("{line} × {n}") } else { line }).collect();
         let kv = &self.kv;
         let mut lines = vec![
             format!(
