@@ -124,7 +124,7 @@ fn describe(path: &Path, model: &SplitGguf) -> Result<()> {
     row("chat template", template.map_or("absent".to_string(), |t| format!("present ({} bytes)", t.len())));
 
     println!("tensor types:");
-    for (ty, (count, bytes)) in type_totals(&model) {
+    for (ty, (count, bytes)) in type_totals(model) {
         let note = if ty.is_supported() { "" } else { "  (not supported by webr1)" };
         println!("  {:<6} {count:>5} tensors  {:>10}{note}", ty.name(), human_bytes(bytes));
     }

@@ -101,7 +101,8 @@ test('phone-sized limits give the same greedy tokens, no binding over the cap, t
     const runs = [];
     for (const caps of cases) {
       const engine = await webr1.load('/models/smol135.gguf', { contextLength: 128, cache: false, ...caps });
-      const r = await engine.chat.completions.create({ prompt_ids: [1, 504, 3575, 282, 4649, 314], temperature: 0, max_tokens: 4 });
+      // One prompt token: only the decode list is built (SwiftShader compiles each load's pipelines anew).
+      const r = await engine.chat.completions.create({ prompt_ids: [1], temperature: 0, max_tokens: 4 });
       const info = await engine.info();
       await engine.unload();
       runs.push({ caps, tokens: r.token_ids, info });
