@@ -220,10 +220,10 @@ fn info_plan_shows_the_split_under_a_phone_sized_binding() {
     assert!(plan.contains("KV cache    48.0 MiB for 4096 tokens"), "{plan}");
 }
 
-/// Greedy tokens of qwen05 after a fixed prompt, and the engine that made them.
-fn greedy_tokens(gpu: GpuOptions) -> Option<(Vec<u32>, Engine)> {
+/// Greedy tokens of test model `name` after a fixed prompt, and the engine that made them.
+fn greedy_tokens(name: &str, gpu: GpuOptions) -> Option<(Vec<u32>, Engine)> {
     let options = EngineOptions { gpu, context_length: Some(256), ..EngineOptions::default() };
-    let mut engine = pollster::block_on(common::engine("qwen05", options))?;
+    let mut engine = pollster::block_on(common::engine(name, options))?;
     let ids = engine.tokenizer().encode("The capital of France is Paris. The capital of Italy is").unwrap();
     let mut request = Request::new(Input::Tokens { ids, starts_in_reasoning: false });
     request.sampling = Sampling::greedy();
@@ -244,7 +244,7 @@ fn greedy_tokens(gpu: GpuOptions) -> Option<(Vec<u32>, Engine)> {
 #[test]
 fn phone_sized_limits_give_the_same_greedy_tokens() {
     let _one_at_a_time = serial();
-    let Some((want, free)) = greedy_tokens(GpuOptions::default()) else { return };
+    let Some((want, free)) = greedy_tokens("qwen05", GpuOptions::default()) else { return };
     assert_eq!(want.len(), 8, "{want:?}");
     eprintln!(
         "qwen05 greedy without caps: {want:?} (binding {}, largest bound {})",
@@ -254,7 +254,7 @@ fn phone_sized_limits_give_the_same_greedy_tokens() {
     drop(free);
     for (binding, buffer) in [(128 * MIB, Some(256 * MIB)), (8 * MIB, None)] {
         let gpu = GpuOptions { max_binding_bytes: Some(binding), max_buffer_bytes: buffer, ..GpuOptions::default() };
-        let (got, mut engine) = greedy_tokens(gpu).unwrap();
+        let (got, mut engine) = greedy_tokens("qwen05", gpu).unwrap();
         let (largest_binding, largest_buffer) = (engine.gpu().largest_binding(), engine.gpu().largest_buffer());
         eprintln!(
             "qwen05 with a binding cap of {} and a buffer cap of {}: {got:?}; largest binding {largest_binding} B, \
@@ -296,6 +296,6 @@ fn an_allocation_that_fails_anyway_is_a_coded_error_and_a_model_loads_after_it()
         assert!(e.message.contains(doing), "{e}");
     }
     // The failed loads' devices were destroyed with their buffers; this process loads and runs a model as before.
-    let (tokens, _) = greedy_tokens(GpuOptions::default()).unwrap();
-    assert_eq!(tokens.len(), 8);
+    let (tokens, _) = greedy_tokens("smol135", GpuOptions::default()).unwrap();
+    assert!(!tokens.is_empty());
 }
