@@ -13,9 +13,15 @@ export type Webr1ErrorCode =
   | 'gpu.limits'
   | 'gpu.validation'
   | 'context.full'
+  | 'io.is_directory'
+  | 'io.not_a_file'
   | 'chat.no_template'
   | 'chat.template'
   | 'chat.bad_messages'
+  | 'structured.schema'
+  | 'structured.grammar'
+  | 'structured.dead_end'
+  | 'tools.invalid'
   | 'usage'
   | `gguf.${string}`
   | `config.${string}`
@@ -75,8 +81,49 @@ export interface LoadOptions {
 export type ContentPart = { type: 'text'; text: string };
 
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | (string & {});
-  content: string | ContentPart[];
+  role: 'system' | 'user' | 'assistant' | 'tool' | (string & {});
+  content: string | ContentPart[] | null;
+  /** An assistant message: the calls it made (from an earlier answer's `message.tool_calls`). */
+  tool_calls?: ToolCall[];
+  /** A `tool` message: the id of the call whose result `content` is. */
+  tool_call_id?: string;
+}
+
+/** A JSON schema (draft 2020-12; llguidance's supported keywords). */
+export type JsonSchema = Record<string, unknown> | boolean;
+
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | { type: 'json_schema'; json_schema: { name: string; schema?: JsonSchema; strict?: boolean | null; description?: string } };
+
+export interface FunctionTool {
+  type: 'function';
+  function: {
+    /** 1 to 64 letters, digits, '_' or '-'. */
+    name: string;
+    description?: string;
+    /** The JSON schema of the arguments (an object); a call's arguments always match it. */
+    parameters?: JsonSchema;
+    strict?: boolean | null;
+  };
+}
+
+export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  /** `arguments` is a JSON text. */
+  function: { name: string; arguments: string };
+}
+
+/** A streamed piece of a tool call: the first of call `index` has its `id`, `type` and `name`. */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: 'function';
+  function: { name?: string; arguments: string };
 }
 
 export interface ChatCompletionParams {
@@ -102,9 +149,21 @@ export interface ChatCompletionParams {
   thinking_budget?: number;
   /** Stops the generation: it finishes with `finish_reason: "abort"`. */
   signal?: AbortSignal;
+  /** The answer (after the reasoning) as JSON: any object, or valid for a schema. */
+  response_format?: ResponseFormat;
+  /** webr1: the answer matches this Lark grammar (llguidance's syntax). */
+  grammar?: string;
+  /** webr1: the answer matches this regular expression. */
+  regex?: string;
+  /** Functions the model may call; their calls come back in `message.tool_calls`. */
+  tools?: FunctionTool[];
+  /** Default `auto`; `required` or a named function makes the answer a call. */
+  tool_choice?: ToolChoice;
+  /** More than one call in an answer (default true). */
+  parallel_tool_calls?: boolean;
 }
 
-export type FinishReason = 'stop' | 'length' | 'abort';
+export type FinishReason = 'stop' | 'length' | 'abort' | 'tool_calls';
 
 export interface CompletionUsage {
   prompt_tokens: number;
@@ -123,7 +182,8 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: 0;
-    message: { role: 'assistant'; content: string; reasoning_content: string };
+    /** `content` is null when the answer is only tool calls. */
+    message: { role: 'assistant'; content: string | null; reasoning_content: string; tool_calls?: ToolCall[] };
     logprobs: null;
     finish_reason: FinishReason;
   }>;
@@ -139,7 +199,7 @@ export interface ChatCompletionChunk {
   model: string;
   choices: Array<{
     index: 0;
-    delta: { role?: 'assistant'; content?: string; reasoning_content?: string };
+    delta: { role?: 'assistant'; content?: string; reasoning_content?: string; tool_calls?: ToolCallDelta[] };
     logprobs: null;
     finish_reason: FinishReason | null;
   }>;
@@ -213,6 +273,12 @@ export declare class Engine {
   readonly loadInfo: EngineInfo;
   readonly chat: { completions: Completions };
   info(): Promise<EngineInfo>;
+  /**
+   * Loads the model again onto a new GPU device after the device was lost (calls then reject with
+   * `gpu.device_lost`), without reloading the page; resolves to the new `info()`. A URL is read from the cache when the
+   * model was cached. Runs after the request in progress.
+   */
+  reload(options?: { onProgress?: (progress: LoadProgress) => void }): Promise<EngineInfo>;
   /** Frees the GPU memory (and the worker); the engine cannot be used afterwards. */
   unload(): Promise<void>;
 }

@@ -35,6 +35,15 @@ class LocalBackend {
     this.core.abort();
   }
 
+  async reload(onProgress) {
+    await this.core.reload(onProgress);
+    return this.core.info();
+  }
+
+  loseDevice() {
+    this.core.loseDevice();
+  }
+
   unload() {
     this.core.unload();
   }
@@ -108,6 +117,14 @@ class WorkerBackend {
     this.worker.postMessage({ type: 'abort' });
   }
 
+  reload(onProgress) {
+    return this.call({ type: 'reload' }, { progress: onProgress });
+  }
+
+  loseDevice() {
+    this.worker.postMessage({ type: 'lose-device' });
+  }
+
   async unload() {
     await this.call({ type: 'unload' });
     this.worker.terminate();
@@ -152,9 +169,23 @@ function toRequest(params) {
     }
     request.messages = params.messages.map((m) => {
       if (!m || typeof m.role !== 'string') throw webr1Error('chat.bad_messages', 'each message needs a string role');
-      return { role: m.role, content: textOf(m.content ?? '') };
+      const message = { role: m.role, content: textOf(m.content ?? '') };
+      if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) message.tool_calls = m.tool_calls.map(toolCallOf);
+      if (m.tool_call_id != null) message.tool_call_id = String(m.tool_call_id);
+      return message;
     });
   }
+  // Structured output crosses to the engine as JSON texts: the engine parses them with a nesting limit.
+  for (const key of ['response_format', 'tools', 'tool_choice']) {
+    if (params[key] != null) request[key] = JSON.stringify(params[key]);
+  }
+  for (const key of ['grammar', 'regex']) {
+    if (params[key] != null) {
+      if (typeof params[key] !== 'string') throw webr1Error('usage', `${key} must be a string`);
+      request[key] = params[key];
+    }
+  }
+  if (params.parallel_tool_calls != null) request.parallel_tool_calls = params.parallel_tool_calls === true;
   for (const key of ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'max_tokens', 'thinking_budget']) {
     if (params[key] !== undefined && params[key] !== null) {
       if (typeof params[key] !== 'number' || !Number.isFinite(params[key])) throw webr1Error('usage', `${key} must be a number`);
@@ -168,6 +199,24 @@ function toRequest(params) {
     request.stop = stop;
   }
   return request;
+}
+
+// An assistant message's tool call as the engine reads it: {id, type, function: {name, arguments}}.
+function toolCallOf(call) {
+  const fn = call?.function;
+  if (typeof call?.id !== 'string' || typeof fn?.name !== 'string') {
+    throw webr1Error('tools.invalid', 'each tool call needs a string id and a function with a string name');
+  }
+  const args = typeof fn.arguments === 'string' ? fn.arguments : JSON.stringify(fn.arguments ?? {});
+  return { id: call.id, type: 'function', function: { name: fn.name, arguments: args } };
+}
+
+// A streamed piece of a tool call as OpenAI's `delta.tool_calls[0]`.
+function toolCallDelta(e) {
+  const call = { index: e.index, function: { arguments: e.arguments } };
+  if (e.id != null) Object.assign(call, { id: e.id, type: 'function' });
+  if (e.name != null) call.function.name = e.name;
+  return { tool_calls: [call] };
 }
 
 function usageOf(f) {
@@ -236,6 +285,25 @@ export class Engine {
     return this.#backend.info();
   }
 
+  /**
+   * Loads the model again onto a new GPU device, after the device was lost (every call then fails with
+   * `gpu.device_lost`: a driver reset, a mobile browser reclaiming a background tab's GPU). A model that came by URL
+   * is read from the cache when it was cached. Waits for the running request to end first.
+   */
+  async reload({ onProgress } = {}) {
+    this.#check();
+    return this.#serial(async () => {
+      this.loadInfo = await this.#backend.reload(onProgress);
+      return this.loadInfo;
+    });
+  }
+
+  /** A hook for tests, not part of the API: destroys the engine's GPUDevice now, as a driver reset would lose it. */
+  _loseDevice() {
+    this.#check();
+    this.#backend.loseDevice();
+  }
+
   /** Frees the GPU memory (and the worker). The engine cannot be used afterwards. */
   async unload() {
     if (this.#unloaded) return;
@@ -275,14 +343,22 @@ export class Engine {
     if (params.stream) return this.#stream(head, run);
     let content = '';
     let reasoning = '';
-    const f = await run((e) => (e.type === 'content' ? (content += e.text) : (reasoning += e.text)));
+    const f = await run((e) => {
+      if (e.type === 'content') content += e.text;
+      else if (e.type === 'reasoning') reasoning += e.text;
+    });
+    const message = { role: 'assistant', content, reasoning_content: reasoning };
+    if (f.tool_calls?.length > 0) {
+      message.tool_calls = f.tool_calls;
+      if (content === '') message.content = null;
+    }
     return {
       ...head,
       object: 'chat.completion',
       choices: [
         {
           index: 0,
-          message: { role: 'assistant', content, reasoning_content: reasoning },
+          message,
           logprobs: null,
           finish_reason: f.finish_reason,
         },
@@ -301,7 +377,9 @@ export class Engine {
       ...extra,
     });
     queue.push(chunk({ role: 'assistant', content: '' }));
-    run((e) => queue.push(chunk(e.type === 'content' ? { content: e.text } : { reasoning_content: e.text }))).then(
+    const deltaOf = (e) =>
+      e.type === 'content' ? { content: e.text } : e.type === 'reasoning' ? { reasoning_content: e.text } : toolCallDelta(e);
+    run((e) => queue.push(chunk(deltaOf(e)))).then(
       (f) => {
         queue.push(chunk({}, f.finish_reason, { usage: usageOf(f), token_ids: f.token_ids }));
         queue.end();

@@ -1,6 +1,7 @@
 // The Web Worker entry: runs the engine off the main thread and answers the messages of index.js.
 //   in:  {id, type: 'load', model, options} | {id, type: 'generate', request} | {type: 'abort'} |
-//        {type: 'abort-load'} | {id, type: 'info'} | {id, type: 'unload'}
+//        {type: 'abort-load'} | {id, type: 'info'} | {id, type: 'reload'} | {id, type: 'unload'} |
+//        {type: 'lose-device'} (a test hook)
 //   out: {id, type: 'progress', progress} | {id, type: 'event', event} | {id, type: 'result', value} |
 //        {id, type: 'error', error: {code, message}}
 
@@ -19,6 +20,9 @@ async function handle(id, data) {
       return engine.info();
     case 'info':
       return engine.info();
+    case 'reload':
+      await engine.reload((progress) => self.postMessage({ id, type: 'progress', progress }));
+      return engine.info();
     case 'generate':
       return engine.generate(data.request, (event) => self.postMessage({ id, type: 'event', event }));
     case 'unload':
@@ -33,6 +37,7 @@ async function handle(id, data) {
 self.onmessage = async ({ data }) => {
   if (data.type === 'abort') return engine?.abort();
   if (data.type === 'abort-load') return loading?.abort();
+  if (data.type === 'lose-device') return engine?.loseDevice();
   try {
     const value = await handle(data.id, data);
     self.postMessage({ id: data.id, type: 'result', value });

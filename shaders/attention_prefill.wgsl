@@ -4,24 +4,29 @@
 //     out[t, h, :] = sum_j softmax_j(q[t, h, :] . k[j, h / G, :] / sqrt(HEAD_DIM)) v[j, h / G, :],  j <= n_past + t
 //
 // where G = n_head / n_head_kv query heads share a key/value head. n_past and n_tokens are read from `step` at run
-// time; tokens from n_tokens on are padding: they are not computed and their rows of `out` are not written.
+// time; tokens from n_tokens on are padding: they are not computed and their rows of `out` are not written, and a
+// workgroup whose rows are all padding returns at once (the grid covers the batch capacity).
 //
 // The (token, query head of the group) pairs of one key/value head are numbered row = token * G + head_in_group, and
-// a workgroup takes ROWS consecutive rows, so the query heads of a group (and neighbouring tokens) share every K/V
-// tile it loads. It walks the cache in tiles of BLOCK_KV keys, up to what its last token may see, keeping a running
-// maximum m and sum l per row (online softmax, Milakov & Gimelshein 2018). Per tile:
-//   1. the K tile goes to workgroup memory; invocation (rg, kg) computes the scores of rows rg + i * ROW_GROUPS
-//      (i < 2) against keys kg + t * KEY_GROUPS (t < 2): a 2 x 2 register tile, so each vec4 read from workgroup
-//      memory feeds two dot products;
-//   2. invocation r < ROWS turns row r's scores into p = exp(score - m_new) and the factor exp(m - m_new) that
-//      rescales the row's accumulators, while the V tile replaces the K tile;
-//   3. invocation (rg, cg) rescales and accumulates sum_j p_j v_j for its 2 rows and the 4-wide columns
-//      cg + c * COLUMN_GROUPS (c < COLUMNS), in registers.
-// Neighbouring invocations take neighbouring rows and the same keys and columns, so their K and V reads are
-// broadcasts; the tiles are padded by one vec4 per row so that their q reads fall in different memory banks.
+// a workgroup takes BR consecutive rows, so the query heads of a group (and neighbouring tokens) share every K/V tile
+// it stages. It walks the cache in tiles of BC keys up to the last key its last row sees (the tiles past it, fully
+// masked for every row, are never visited), keeping per row a running maximum m and sum l (online softmax, Milakov
+// & Gimelshein 2018). Per tile:
+//   1. S = Q K^T as a GEMM over the head dimension in steps of DK dimensions: the step's slices of Q (f32, scaled) and
+//      K go to workgroup memory, and invocation (rg, kg) accumulates the TM x TN scores of rows rg + i * RG and keys
+//      kg + t * KG in registers (with DK = HEAD_DIM the Q tile is staged once for all tiles);
+//   2. each invocation masks its scores causally, the row maxima go through workgroup memory, and every invocation
+//      turns its scores into p = exp(s - m_new) (written to workgroup memory) and its share of l;
+//   3. O = O * exp(m_old - m_new) + P V: the V tile is staged VC keys at a time, and invocation (org, oc)
+//      accumulates rows org + i * ORG and vec4 columns oc + c * OCOLS of O in registers.
+// At the end the row sums are gathered and O / l is written. Neighbouring invocations take neighbouring keys (step 1)
+// or columns (step 3) of the same rows, so their reads of Q and P are broadcasts; the K slices are padded by one vec4
+// per row so that neighbouring keys fall in different memory banks.
 //
-// Macros: HEAD_DIM (a multiple of 2 * BLOCK_KV), ROWS and BLOCK_KV (even; the workgroup has ROWS / 2 * BLOCK_KV / 2
-// invocations, at least ROWS), F16 (the caches are f16; q, out and all math are f32).
+// Macros: HEAD_DIM, BR (rows per workgroup), BC (keys per tile), DK (dimensions per step of S, dividing HEAD_DIM),
+// VC (keys per V staging step, dividing BC), WORKGROUP = (BR / TM) * (BC / TN) = (BR / TMO) * (HEAD_DIM / 4 / OV),
+// TM x TN (the score tile of an invocation), OV (vec4 columns of O per invocation; TMO follows), F16 (the caches are
+// f16; K and V are staged as f16, q, out and all arithmetic are f32)).
 
 struct Params {
     n_head: u32,    // query heads
@@ -41,35 +46,34 @@ struct Params {
 @group(0) @binding(4) var<storage, read> step: array<u32>;           // [4]: n_past, n_tokens, 0, 0
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>; // [batch, n_head * HEAD_DIM / 4]
 
-const ROW_GROUPS = ROWS / 2u;      // invocations along the rows; each takes 2 rows
-const KEY_GROUPS = BLOCK_KV / 2u;  // invocations along a tile's keys; each takes 2 keys
-const COLUMN_GROUPS = KEY_GROUPS;  // the same invocations along the columns of V
-const WORKGROUP = ROW_GROUPS * KEY_GROUPS;
-const VEC = HEAD_DIM / 4u;         // vec4s per row
-const STRIDE = VEC + 1u;           // the padded row length of the tiles, in vec4s
-const COLUMNS = VEC / COLUMN_GROUPS; // vec4 columns per invocation
-const NEG_BIG: f32 = -3.0e38;      // below every real score; exp(NEG_BIG - m) is 0
+const VEC = HEAD_DIM / 4u;       // vec4s per row
+const DKV = DK / 4u;             // vec4s per row of a step of S
+const QS = DKV + 1u;             // the padded row length of the Q and K slices, in vec4s
+const RG = BR / TM;              // invocations along the rows (step 1)
+const KG = BC / TN;              // invocations along the keys (step 1)
+const OCOLS = VEC / OV;          // invocations along the columns of O (step 3)
+const ORG = WORKGROUP / OCOLS;   // invocations along the rows of O (step 3)
+const TMO = BR / ORG;            // rows of O per invocation
+const STAGE = max(BC * QS, VC * VEC); // a K slice, or VC rows of V
+const NEG_BIG: f32 = -3.0e38;    // below every real score; exp(NEG_BIG - m) is 0
 
-var<workgroup> q_tile: array<vec4<f32>, ROWS * STRIDE>;      // [ROWS, HEAD_DIM / 4]: the rows' queries, scaled
-var<workgroup> kv_tile: array<vec4<f32>, BLOCK_KV * STRIDE>; // [BLOCK_KV, HEAD_DIM / 4]: keys, then values
-var<workgroup> scores: array<f32, ROWS * BLOCK_KV>;          // [ROWS, BLOCK_KV]: scores, then p
-var<workgroup> row_factor: array<f32, ROWS>;                 // per row: exp(m - m_new) for this tile; 1 / l at the end
-var<workgroup> row_end: array<u32, ROWS>;                    // per row: the keys it sees (0 for padding rows)
+var<workgroup> q_tile: array<vec4<f32>, BR * QS>;  // [BR, DK / 4 (+1)]: the rows' queries, scaled
+var<workgroup> kv_tile: array<vec4<ACT>, STAGE>;   // [BC, DK / 4 (+1)] keys, or [VC, HEAD_DIM / 4] values
+var<workgroup> p_tile: array<f32, BR * BC>;        // [BR, BC]: p of the tile
+var<workgroup> row_part: array<f32, BR * KG>;      // [BR, KG]: per row, each key lane's maximum (at the end, its l)
+var<workgroup> row_factor: array<f32, BR>;         // per row: exp(m_old - m_new) for this tile
 
-// Loads cache rows first_key .. first_key + BLOCK_KV of `kv_head` into kv_tile (zeros from `end` on).
-fn load_tile(values: bool, first_key: u32, end: u32, kv_head: u32, lane: u32) {
-    for (var i = lane; i < BLOCK_KV * VEC; i += WORKGROUP) {
-        let key = first_key + i / VEC;
+// Stages rows first_row .. first_row + BR of q, vec4 columns first .. first + DKV, scaled (zeros past n_rows).
+fn stage_q(first_row: u32, n_rows: u32, kv_head: u32, first: u32, lane: u32) {
+    for (var i = lane; i < BR * DKV; i += WORKGROUP) {
+        let r = i / DKV;
+        let row = first_row + r;
         var v = vec4<f32>(0.0);
-        if key < end {
-            let at = (key * params.n_head_kv + kv_head) * VEC + i % VEC;
-            if values {
-                v = vec4<f32>(v_cache[at]);
-            } else {
-                v = vec4<f32>(k_cache[at]);
-            }
+        if row < n_rows {
+            let head = kv_head * params.group + row % params.group;
+            v = q[((row / params.group) * params.n_head + head) * VEC + first + i % DKV] * params.scale;
         }
-        kv_tile[(i / VEC) * STRIDE + i % VEC] = v;
+        q_tile[r * QS + i % DKV] = v;
     }
 }
 
@@ -79,116 +83,158 @@ fn attention_prefill(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let kv_head = workgroup_id.y;
-    let first_row = workgroup_id.x * ROWS;
+    let first_row = workgroup_id.x * BR;
     let n_past = min(step[0], params.ctx);
     let n_rows = min(step[1], params.batch) * params.group;
     if first_row >= n_rows {
-        return;
+        return; // padding rows only: the grid covers the batch capacity
     }
     // The tile's last row belongs to its latest token, which sees the most keys.
-    let last_token = (min(first_row + ROWS, n_rows) - 1u) / params.group;
+    let last_token = (min(first_row + BR, n_rows) - 1u) / params.group;
     let kv_end = min(n_past + last_token + 1u, params.ctx);
 
-    for (var i = lane; i < ROWS * VEC; i += WORKGROUP) {
-        let r = i / VEC;
-        let row = first_row + r;
-        var v = vec4<f32>(0.0);
-        if row < n_rows {
-            let head = kv_head * params.group + row % params.group;
-            v = q[((row / params.group) * params.n_head + head) * VEC + i % VEC] * params.scale;
-        }
-        q_tile[r * STRIDE + i % VEC] = v;
+    let kg = lane % KG; // step 1: keys kg + t * KG
+    let rg = lane / KG; // step 1: rows rg + i * RG
+    let oc = lane % OCOLS; // step 3: columns oc + c * OCOLS
+    let org = lane / OCOLS; // step 3: rows org + i * ORG
+    var row_end: array<u32, TM>; // step 1: the keys row rg + i * RG sees (0 for padding rows)
+    var m: array<f32, TM>;       // and its running maximum
+    var l: array<f32, TM>;       // and its running sum of p over this invocation's keys
+    for (var i = 0u; i < TM; i++) {
+        let row = first_row + rg + i * RG;
+        row_end[i] = select(0u, min(n_past + row / params.group + 1u, params.ctx), row < n_rows);
+        m[i] = NEG_BIG;
+        l[i] = 0.0;
     }
-    if lane < ROWS {
-        let row = first_row + lane;
-        row_end[lane] = select(0u, min(n_past + row / params.group + 1u, params.ctx), row < n_rows);
+    var o: array<vec4<f32>, TMO * OV>; // step 3: [row i, column c]
+    for (var i = 0u; i < TMO * OV; i++) {
+        o[i] = vec4<f32>(0.0);
+    }
+    if DK == HEAD_DIM {
+        stage_q(first_row, n_rows, kv_head, 0u, lane); // once: the whole Q tile fits
     }
 
-    let rg = lane % ROW_GROUPS; // rows rg and rg + ROW_GROUPS (steps 1 and 3)
-    let kg = lane / ROW_GROUPS; // keys kg and kg + KEY_GROUPS (step 1); columns kg + c * COLUMN_GROUPS (step 3)
-    var m = NEG_BIG;            // step 2, invocation r < ROWS: row r's running maximum
-    var l = 0.0;                // and running sum of exp(score - m)
-    var o: array<vec4<f32>, 2u * COLUMNS>; // step 3: [row i, column c] at i * COLUMNS + c
-    for (var first_key = 0u; first_key < kv_end; first_key += BLOCK_KV) {
-        workgroupBarrier(); // the previous tile has been used (the first time: q_tile and row_end are written)
-        load_tile(false, first_key, kv_end, kv_head, lane);
-        workgroupBarrier();
-
-        // 1. Scores of a 2 x 2 tile.
-        // Initialised explicitly: every tile starts from zero scores (a loop-local `var` without an initialiser is
-        // not re-zeroed on each iteration by every compiler; Tint in Chromium keeps the previous tile's sums).
-        var s = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-        for (var d = 0u; d < VEC; d++) {
-            let q0 = q_tile[rg * STRIDE + d];
-            let q1 = q_tile[(rg + ROW_GROUPS) * STRIDE + d];
-            let k0 = kv_tile[kg * STRIDE + d];
-            let k1 = kv_tile[(kg + KEY_GROUPS) * STRIDE + d];
-            s[0] += dot(q0, k0);
-            s[1] += dot(q0, k1);
-            s[2] += dot(q1, k0);
-            s[3] += dot(q1, k1);
+    for (var first_key = 0u; first_key < kv_end; first_key += BC) {
+        // 1. Scores of a TM x TN tile, over the head dimension in steps of DK.
+        // Initialised explicitly: a loop-local `var` without an initialiser is not re-zeroed on each iteration by
+        // every compiler (Tint in Chromium keeps the previous tile's sums).
+        var s: array<f32, TM * TN>;
+        for (var i = 0u; i < TM * TN; i++) {
+            s[i] = 0.0;
         }
-        for (var i = 0u; i < 2u; i++) {
-            let r = rg + i * ROW_GROUPS;
-            for (var t = 0u; t < 2u; t++) {
-                let j = kg + t * KEY_GROUPS;
-                scores[r * BLOCK_KV + j] = select(NEG_BIG, s[i * 2u + t], first_key + j < row_end[r]);
+        for (var first = 0u; first < VEC; first += DKV) {
+            workgroupBarrier(); // the previous users of q_tile and kv_tile are done
+            if DK != HEAD_DIM {
+                stage_q(first_row, n_rows, kv_head, first, lane);
+            }
+            for (var i = lane; i < BC * DKV; i += WORKGROUP) {
+                let key = first_key + i / DKV;
+                var k = vec4<ACT>(0.0);
+                if key < kv_end {
+                    k = k_cache[(key * params.n_head_kv + kv_head) * VEC + first + i % DKV];
+                }
+                kv_tile[(i / DKV) * QS + i % DKV] = k;
+            }
+            workgroupBarrier();
+            for (var d = 0u; d < DKV; d++) {
+                var k: array<vec4<f32>, TN>;
+                for (var t = 0u; t < TN; t++) {
+                    k[t] = vec4<f32>(kv_tile[(kg + t * KG) * QS + d]);
+                }
+                for (var i = 0u; i < TM; i++) {
+                    let qv = q_tile[(rg + i * RG) * QS + d];
+                    for (var t = 0u; t < TN; t++) {
+                        s[i * TN + t] += dot(qv, k[t]);
+                    }
+                }
             }
         }
-        workgroupBarrier();
 
-        // 2. Row `lane`'s probabilities and rescaling factor; the V tile replaces the K tile meanwhile.
-        if lane < ROWS {
+        // 2. Causal mask, the rows' new maxima, p and l.
+        for (var i = 0u; i < TM; i++) {
             var tile_max = NEG_BIG;
-            for (var j = 0u; j < BLOCK_KV; j++) {
-                tile_max = max(tile_max, scores[lane * BLOCK_KV + j]);
+            for (var t = 0u; t < TN; t++) {
+                let seen = first_key + kg + t * KG < row_end[i];
+                s[i * TN + t] = select(NEG_BIG, s[i * TN + t], seen);
+                tile_max = max(tile_max, s[i * TN + t]);
             }
-            let m_new = max(m, tile_max);
-            let factor = exp(m - m_new);
-            var sum = 0.0;
-            for (var j = 0u; j < BLOCK_KV; j++) {
-                let p = select(0.0, exp(scores[lane * BLOCK_KV + j] - m_new), first_key + j < row_end[lane]);
-                scores[lane * BLOCK_KV + j] = p;
-                sum += p;
-            }
-            l = l * factor + sum;
-            m = m_new;
-            row_factor[lane] = factor;
+            row_part[(rg + i * RG) * KG + kg] = tile_max;
         }
-        load_tile(true, first_key, kv_end, kv_head, lane);
+        workgroupBarrier();
+        for (var i = 0u; i < TM; i++) {
+            let r = rg + i * RG;
+            var m_new = m[i];
+            for (var j = 0u; j < KG; j++) {
+                m_new = max(m_new, row_part[r * KG + j]);
+            }
+            let factor = exp(m[i] - m_new);
+            m[i] = m_new;
+            l[i] *= factor;
+            for (var t = 0u; t < TN; t++) {
+                let j = kg + t * KG;
+                let p = select(0.0, exp(s[i * TN + t] - m_new), first_key + j < row_end[i]);
+                p_tile[r * BC + j] = p;
+                l[i] += p;
+            }
+            if kg == 0u {
+                row_factor[r] = factor;
+            }
+        }
         workgroupBarrier();
 
-        // 3. o = o * factor + p . V for 2 rows and COLUMNS columns.
-        for (var i = 0u; i < 2u; i++) {
-            let factor = row_factor[rg + i * ROW_GROUPS];
-            for (var c = 0u; c < COLUMNS; c++) {
-                o[i * COLUMNS + c] *= factor;
+        // 3. O = O * factor + P V, staging V in steps of VC keys.
+        for (var i = 0u; i < TMO; i++) {
+            let factor = row_factor[org + i * ORG];
+            for (var c = 0u; c < OV; c++) {
+                o[i * OV + c] *= factor;
             }
         }
-        for (var j = 0u; j < BLOCK_KV; j++) {
-            let p0 = scores[rg * BLOCK_KV + j];
-            let p1 = scores[(rg + ROW_GROUPS) * BLOCK_KV + j];
-            for (var c = 0u; c < COLUMNS; c++) {
-                let v = kv_tile[j * STRIDE + kg + c * COLUMN_GROUPS];
-                o[c] += p0 * v;
-                o[COLUMNS + c] += p1 * v;
+        for (var first_v = 0u; first_v < BC; first_v += VC) {
+            if first_v > 0u {
+                workgroupBarrier(); // the previous values have been used
+            }
+            for (var i = lane; i < VC * VEC; i += WORKGROUP) {
+                let key = first_key + first_v + i / VEC;
+                var v = vec4<ACT>(0.0);
+                if key < kv_end {
+                    v = v_cache[(key * params.n_head_kv + kv_head) * VEC + i % VEC];
+                }
+                kv_tile[i] = v;
+            }
+            workgroupBarrier();
+            for (var j = 0u; j < VC; j++) {
+                var v: array<vec4<f32>, OV>;
+                for (var c = 0u; c < OV; c++) {
+                    v[c] = vec4<f32>(kv_tile[j * VEC + oc + c * OCOLS]);
+                }
+                for (var i = 0u; i < TMO; i++) {
+                    let p = p_tile[(org + i * ORG) * BC + first_v + j];
+                    for (var c = 0u; c < OV; c++) {
+                        o[i * OV + c] += p * v[c];
+                    }
+                }
             }
         }
     }
 
-    workgroupBarrier();
-    if lane < ROWS {
-        row_factor[lane] = 1.0 / l;
+    // The rows' sums l over the key invocations, then out = O / l. (row_part was last read before the last tile's
+    // p were written.)
+    for (var i = 0u; i < TM; i++) {
+        row_part[(rg + i * RG) * KG + kg] = l[i];
     }
     workgroupBarrier();
-    for (var i = 0u; i < 2u; i++) {
-        let r = rg + i * ROW_GROUPS;
+    for (var i = 0u; i < TMO; i++) {
+        let r = org + i * ORG;
         let row = first_row + r;
         if row < n_rows {
+            var total = 0.0;
+            for (var j = 0u; j < KG; j++) {
+                total += row_part[r * KG + j];
+            }
             let head = kv_head * params.group + row % params.group;
             let base = ((row / params.group) * params.n_head + head) * VEC;
-            for (var c = 0u; c < COLUMNS; c++) {
-                out[base + kg + c * COLUMN_GROUPS] = o[i * COLUMNS + c] * row_factor[r];
+            for (var c = 0u; c < OV; c++) {
+                out[base + oc + c * OCOLS] = o[i * OV + c] / total;
             }
         }
     }

@@ -3,12 +3,16 @@
 //
 // Macros it reads:
 //   F16             defined: activations are stored as f16 (needs the device feature shader-f16); math stays f32.
+//   ENABLE_F16      defined: the shader uses f16 values of its own (needs shader-f16) while its activations may be f32.
 //   WORKGROUP_SIZE  invocations per workgroup (1-D), set by the Rust dispatch function.
 
 #ifdef F16
 enable f16;
 #define ACT f16
 #else
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #define ACT f32
 #endif
 

@@ -1,5 +1,5 @@
 #include "common.wgsl"
-// Raw GGML blocks read straight from a storage buffer and dequantised in registers (DESIGN.md decision 1): one
+// Raw GGML blocks read straight from a storage buffer and dequantised in registers (ARCHITECTURE.md §1): one
 // `dequant_<type>` per GGML type webr1 supports (Q4_K and Q5_K share `dequant_k_nibbles`), and the byte-offset loads
 // they share. Block layouts follow ggml's `ggml-common.h` (webr1's `src/quant/blocks.rs`), the arithmetic follows
 // `ggml-quants.c` (`src/quant/{legacy, kquants}.rs`) operation for operation, in f32, in the same order.
@@ -443,26 +443,51 @@ fn k4_scales(dd: vec2<f32>, s: vec3<u32>, j: u32) -> vec2<f32> {
 // block_q4_K { d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128] }: y = d * sc * q - dmin * m.
 // block_q5_K { d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128] }: Q4_K plus 16 for each weight
 // whose bit in qh[l] is set (bit 2j for the low nibbles of pass j, bit 2j + 1 for the high nibbles).
+//
+// With W4 the including shader binds the weights a second time as `w4: array<vec4<u32>>` (these blocks are 16-byte
+// aligned) and each part is read in two 128-bit loads, the block's header and the part's 16 bytes of qs (three with
+// Q5_K's qh), instead of eight or twelve 32-bit ones.
 fn dequant_k_nibbles(block: u32, part: u32) -> array<vec4<f32>, 8> {
     let j = part >> 1u;
+#ifdef W4
+    let v = block >> 4u;
+    let head = w4[v];
+    let dd = unpack2x16float(head.x);
+    let s = head.yzw;
+#ifdef TYPE_Q5_K
+    let qs = w4[v + 3u + 2u * j + (part & 1u)]; // qs at byte 48
+    let qhs = w4[v + 1u + (part & 1u)]; // qh at byte 16
+#else
+    let qs = w4[v + 1u + 2u * j + (part & 1u)]; // qs at byte 16
+#endif
+#else
     let i = block >> 2u;
     let dd = unpack2x16float(w[i]);
     let s = vec3<u32>(w[i + 1u], w[i + 2u], w[i + 3u]);
-    let lo = k4_scales(dd, s, 2u * j);
-    let hi = k4_scales(dd, s, 2u * j + 1u);
 #ifdef TYPE_Q5_K
     let qhi = i + 4u + 4u * (part & 1u); // qh at byte 16
     let qi = i + 12u + 8u * j + 4u * (part & 1u); // qs at byte 48
 #else
     let qi = i + 4u + 8u * j + 4u * (part & 1u); // qs at byte 16
 #endif
+#endif
+    let lo = k4_scales(dd, s, 2u * j);
+    let hi = k4_scales(dd, s, 2u * j + 1u);
     var out: array<vec4<f32>, 8>;
     for (var c = 0u; c < 4u; c++) {
+#ifdef W4
+        let q = qs[c];
+#else
         let q = w[qi + c];
+#endif
         var q_lo = low_nibbles(q);
         var q_hi = high_nibbles(q);
 #ifdef TYPE_Q5_K
+#ifdef W4
+        let qh = qhs[c];
+#else
         let qh = w[qhi + c];
+#endif
         q_lo |= byte_bits(qh, 2u * j) << vec4<u32>(4u);
         q_hi |= byte_bits(qh, 2u * j + 1u) << vec4<u32>(4u);
 #endif

@@ -6,14 +6,15 @@
 //     silu_mul: out[i] = silu(a[i]) * b[i]        (a = gate, b = up; silu(g) = g / (1 + exp(-g)), the SwiGLU of the FFN)
 //     scale:    out[i] = a[i] * s
 //
-// Macros: WORKGROUP_SIZE, F16 (all tensors are f16), IN_PLACE (the result overwrites a, and there is no `out`).
+// Macros: WORKGROUP_SIZE, F16 (all tensors are f16), IN_PLACE (the result overwrites a, and there is no `out`),
+// STEP_ROWS (only the step's rows; see `active_len`).
 // With auto layouts each entry point's bind group holds only the bindings it uses (scale has no b).
 
 struct Params {
     len: u32,   // elements of a and out
     b_len: u32, // elements of b
     s: f32,     // the factor of `scale`
-    _pad: u32,
+    row_len: u32, // STEP_ROWS: elements per row (a token's)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -26,6 +27,20 @@ struct Params {
 #ifndef IN_PLACE
 @group(0) @binding(3) var<storage, read_write> out: array<ACT>; // [len]
 #endif
+#ifdef STEP_ROWS
+@group(0) @binding(4) var<storage, read> step: array<u32>;       // [4]: n_past, n_tokens, 0, 0
+#endif
+
+// The elements to compute: all of them, or with STEP_ROWS those of the step's tokens (the first n_tokens rows, read
+// from the engine's `step` tensor when the dispatch runs: a prefill graph built for a batch capacity runs chunks of
+// any length).
+fn active_len() -> u32 {
+#ifdef STEP_ROWS
+    return min(params.len, step[1] * params.row_len);
+#else
+    return params.len;
+#endif
+}
 
 fn element(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> u32 {
     return flat_workgroup(workgroup_id, num_workgroups) * WORKGROUP_SIZE + lane;
@@ -46,7 +61,7 @@ fn add(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let i = element(workgroup_id, num_workgroups, lane);
-    if i < params.len {
+    if i < active_len() {
         store(i, f32(a[i]) + f32(b[i % params.b_len]));
     }
 }
@@ -58,7 +73,7 @@ fn mul(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let i = element(workgroup_id, num_workgroups, lane);
-    if i < params.len {
+    if i < active_len() {
         store(i, f32(a[i]) * f32(b[i % params.b_len]));
     }
 }
@@ -70,7 +85,7 @@ fn silu_mul(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let i = element(workgroup_id, num_workgroups, lane);
-    if i < params.len {
+    if i < active_len() {
         let gate = f32(a[i]);
         store(i, gate / (1.0 + exp(-gate)) * f32(b[i]));
     }
@@ -83,7 +98,7 @@ fn scale(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let i = element(workgroup_id, num_workgroups, lane);
-    if i < params.len {
+    if i < active_len() {
         store(i, f32(a[i]) * params.s);
     }
 }

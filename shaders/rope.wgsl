@@ -83,3 +83,118 @@ fn rope(
     x[a] = ACT(xa * c - xb * s);
     x[b] = ACT(xa * s + xb * c);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// `rope_store`: the step's queries, keys and values, side by side in one row of `qkv` (the stacked Q/K/V projection's
+// output: [batch, (n_head + 2 n_head_kv) * head_dim]), finish their way into attention in one dispatch:
+//
+//     q[t]                    = rope(Q of qkv[t])         (f32 [batch, n_head * head_dim])
+//     k_cache[n_past + t]     = rope(K of qkv[t])         (the caches' dtype: f16 with F16)
+//     v_cache[n_past + t]     = V of qkv[t]
+//
+// for t < n_tokens, at position n_past + t, with n_past and n_tokens read from the engine's `step` tensor when the
+// dispatch runs (rows past the cache are never written). One invocation per pair of a head's dimensions: rotated
+// below rope_dim, copied above it; and one per two elements of V. The rotation is `rope`'s, above.
+//
+// Macros: WORKGROUP_SIZE, NEOX, FREQ_FACTORS, F16 (the caches are f16; qkv and q stay f32).
+
+struct StoreParams {
+    n_head: u32,
+    n_head_kv: u32,
+    head_dim: u32,
+    half_dim: u32,         // rope_dim / 2
+    log2_theta_scale: f32,
+    freq_scale: f32,
+    batch: u32,            // rows of qkv and q: the batch capacity
+    ctx: u32,              // rows of the caches
+}
+
+@group(0) @binding(0) var<uniform> store_params: StoreParams;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;                   // [batch, (n_head + 2 n_head_kv) * head_dim]
+@group(0) @binding(2) var<storage, read> step: array<u32>;                  // [4]: n_past, n_tokens, 0, 0
+@group(0) @binding(3) var<storage, read_write> q_out: array<f32>;           // [batch, n_head * head_dim]
+@group(0) @binding(4) var<storage, read_write> k_cache: array<ACT>;     // [ctx, n_head_kv * head_dim]
+@group(0) @binding(5) var<storage, read_write> v_cache: array<ACT>;     // [ctx, n_head_kv * head_dim]
+#ifdef FREQ_FACTORS
+@group(0) @binding(6) var<storage, read> store_freq_factors: array<f32>;    // [rope_dim / 2]
+#endif
+
+// The rotated pair `i` of a head at `position`: (cos, sin) of its angle.
+fn rotation(position: u32, i: u32) -> vec2<f32> {
+    let p = store_params;
+    var angle = f32(position) * exp2(f32(i) * p.log2_theta_scale);
+#ifdef FREQ_FACTORS
+    angle = angle / store_freq_factors[i];
+#endif
+    angle = reduce_angle(p.freq_scale * angle);
+    return vec2<f32>(cos(angle), sin(angle));
+}
+
+// The two elements (within a head) of pair slot `i`: the rotated pair below half_dim, two copied ones above.
+fn pair_slot(i: u32) -> vec2<u32> {
+    let half_dim = store_params.half_dim;
+    if i >= half_dim {
+        let d = 2u * half_dim + 2u * (i - half_dim);
+        return vec2<u32>(d, d + 1u);
+    }
+#ifdef NEOX
+    return vec2<u32>(i, i + half_dim);
+#else
+    return vec2<u32>(2u * i, 2u * i + 1u);
+#endif
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn rope_store(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let p = store_params;
+    let slots = p.head_dim / 2u;
+    let kv_dim = p.n_head_kv * p.head_dim;
+    let per_token = (p.n_head + p.n_head_kv) * slots + kv_dim / 2u;
+    let i = flat_workgroup(workgroup_id, num_workgroups) * WORKGROUP_SIZE + lane;
+    if i >= p.batch * per_token {
+        return;
+    }
+    let t = i / per_token;
+    let item = i % per_token;
+    let n_past = step[0];
+    // Written so that nothing overflows, whatever `step` holds.
+    if t >= step[1] || n_past >= p.ctx || t >= p.ctx - n_past {
+        return;
+    }
+    let row = n_past + t;
+    let width = (p.n_head + 2u * p.n_head_kv) * p.head_dim;
+    let src = t * width;
+    if item >= (p.n_head + p.n_head_kv) * slots {
+        // Two elements of V.
+        let e = 2u * (item - (p.n_head + p.n_head_kv) * slots);
+        let v_at = src + (p.n_head + p.n_head_kv) * p.head_dim + e;
+        v_cache[row * kv_dim + e] = ACT(qkv[v_at]);
+        v_cache[row * kv_dim + e + 1u] = ACT(qkv[v_at + 1u]);
+        return;
+    }
+    let head = item / slots; // query heads first, then key heads
+    let slot = item % slots;
+    let d = pair_slot(slot);
+    let base = src + head * p.head_dim;
+    var a = qkv[base + d.x];
+    var b = qkv[base + d.y];
+    if slot < p.half_dim {
+        let cs = rotation(row, slot);
+        let ra = a * cs.x - b * cs.y;
+        b = a * cs.y + b * cs.x;
+        a = ra;
+    }
+    if head < p.n_head {
+        let at = (t * p.n_head + head) * p.head_dim;
+        q_out[at + d.x] = a;
+        q_out[at + d.y] = b;
+    } else {
+        let at = row * kv_dim + (head - p.n_head) * p.head_dim;
+        k_cache[at + d.x] = ACT(a);
+        k_cache[at + d.y] = ACT(b);
+    }
+}

@@ -27,8 +27,13 @@
 // select_top_k), 4 x (histogram, select_top_p), draw_partial, draw for sampling. Searches that are switched off for
 // this step skip their work at run time: the dispatch list never changes, only the SamplingParams buffer does.
 //
+// With NEXT, the pass that writes the token (argmax_final, draw) also writes the next decode step's inputs: the token
+// as `next_ids[0]`, and the engine's step tensor moved on past this step's tokens to [n_past + n_tokens, 1]. So the
+// next step can be submitted before this token reaches the CPU (the token loop in src/engine/session.rs).
+//
 // Macros: WORKGROUP_SIZE (256: one radix bucket per invocation), ITEMS (elements per invocation of a chunk: a chunk is
-// WORKGROUP_SIZE * ITEMS logits), SUBGROUPS with MIN_SUBGROUP_SIZE (subgroup reductions; shared memory otherwise).
+// WORKGROUP_SIZE * ITEMS logits), SUBGROUPS with MIN_SUBGROUP_SIZE (subgroup reductions; shared memory otherwise),
+// NEXT.
 
 struct Params {
     n: u32,         // logits in the row (n_vocab)
@@ -59,6 +64,20 @@ struct SamplingParams {
 @group(0) @binding(3) var<storage, read_write> state: array<u32>;        // [S_PARTIALS + 2 * n_groups]
 @group(0) @binding(4) var<storage, read_write> hist: array<atomic<u32>>; // [BUCKETS, 3]: count, mass lo, mass hi
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;          // [..]: the id goes to params.out_index
+#ifdef NEXT
+@group(0) @binding(6) var<storage, read_write> next_ids: array<u32>;     // [batch]: the next step's tokens
+@group(0) @binding(7) var<storage, read_write> next_step: array<u32>;    // [4]: n_past, n_tokens, 0, 0
+#endif
+
+// Writes the chosen token (one invocation).
+fn emit(token: u32) {
+    out[params.out_index] = token;
+#ifdef NEXT
+    next_ids[0] = token;
+    next_step[0] = next_step[0] + next_step[1];
+    next_step[1] = 1u;
+#endif
+}
 
 const ALL: u32 = 0xffffffffu;
 const CHUNK: u32 = WORKGROUP_SIZE * ITEMS;
@@ -436,7 +455,7 @@ fn argmax_final(inv: Invocation) {
     }
     best = workgroup_best(best, inv);
     if inv.lane == 0u {
-        out[params.out_index] = best.y;
+        emit(best.y);
     }
 }
 
@@ -720,7 +739,7 @@ fn draw(inv: Invocation) {
     storageBarrier(); // every read of `sampling.step` happens before the write below
     if greedy {
         if lane == 0u {
-            out[params.out_index] = argmax;
+            emit(argmax);
             sampling.step = step + 1u;
         }
         return;
@@ -810,7 +829,7 @@ fn draw(inv: Invocation) {
     }
     workgroupBarrier();
     if lane == 0u {
-        out[params.out_index] = chosen_id;
+        emit(chosen_id);
         sampling.step = step + 1u;
     }
 }

@@ -6,6 +6,8 @@
 //! | code | when |
 //! |---|---|
 //! | `io.not_found` | a model file does not exist |
+//! | `io.is_directory` | a directory was given where a model file belongs |
+//! | `io.not_a_file` | a device, FIFO or socket was given where a model file belongs (it is refused before it is opened) |
 //! | `io.read` | reading a file or stream failed |
 //! | `io.write` | writing a file failed (the download cache, standard output) |
 //! | `download.failed` | a model URL could not be fetched or its transfer broke off: a network error, an unreachable Hugging Face listing, a missing part of a split model (the message names the URL and how to pass a local file instead) |
@@ -49,6 +51,10 @@
 //! | `gpu.shader` | a WGSL shader failed to preprocess (bad directive, unknown include or macro) |
 //! | `model.too_large` | the model's memory plan does not fit, found before anything is allocated: a row of a weight or one layer's keys larger than one GPU binding, or more bytes in all than the budget given (`--gpu-memory`, `gpuMemory`); the message names the numbers and what would fit (a shorter context, a smaller quantisation) |
 //! | `synth.vocab` | `webr1 synth` or `bench --shape` for a llama shape without `--vocab`, or a vocabulary that does not fit the shape (a file without tokens, tokens beyond the shape's vocabulary that are not padding, a special token id outside it) |
+//! | `structured.schema` | a JSON schema (`response_format`, `--json-schema`, a tool's `parameters`) that webr1 cannot constrain to: not valid JSON or not a schema, nested deeper than 64 levels, larger than 256 KiB, an `enum` of more than 1,024 values, a keyword llguidance does not implement (the message names it), or a schema over llguidance's own size limits |
+//! | `structured.grammar` | a Lark grammar (`grammar`, `--grammar`) or a regular expression (`regex`) that does not compile, or is over llguidance's limits |
+//! | `structured.dead_end` | during generation the constraint admits no next token (or its matcher failed): the answer so far cannot be completed, so generation stops rather than return text that does not match |
+//! | `tools.invalid` | malformed `tools` (not `{type: "function", function: {name, parameters}}`, a duplicate or bad name), a `tool_choice` that is not `auto`, `none`, `required` or a listed function, an assistant `tool_calls` entry without an `id`, a `tool` message without a `tool_call_id` |
 //! | `context.full` | the prompt does not fit in the context that was allocated |
 //! | `aborted` | the caller aborted a load or a generation |
 //! | `usage` | a bad argument to a webr1 call or command (a context longer than the model's own, a size of 0 or a malformed one, ...) |
@@ -59,6 +65,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     IoNotFound,
+    IoIsDirectory,
+    IoNotAFile,
     IoRead,
     IoWrite,
     DownloadFailed,
@@ -102,6 +110,10 @@ pub enum ErrorCode {
     GpuShader,
     ModelTooLarge,
     SynthVocab,
+    StructuredSchema,
+    StructuredGrammar,
+    StructuredDeadEnd,
+    ToolsInvalid,
     ContextFull,
     Aborted,
     Usage,
@@ -111,6 +123,8 @@ impl ErrorCode {
     /// Every code, for documentation and tests.
     pub const ALL: &'static [ErrorCode] = &[
         Self::IoNotFound,
+        Self::IoIsDirectory,
+        Self::IoNotAFile,
         Self::IoRead,
         Self::IoWrite,
         Self::DownloadFailed,
@@ -154,6 +168,10 @@ impl ErrorCode {
         Self::GpuShader,
         Self::ModelTooLarge,
         Self::SynthVocab,
+        Self::StructuredSchema,
+        Self::StructuredGrammar,
+        Self::StructuredDeadEnd,
+        Self::ToolsInvalid,
         Self::ContextFull,
         Self::Aborted,
         Self::Usage,
@@ -163,6 +181,8 @@ impl ErrorCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::IoNotFound => "io.not_found",
+            Self::IoIsDirectory => "io.is_directory",
+            Self::IoNotAFile => "io.not_a_file",
             Self::IoRead => "io.read",
             Self::IoWrite => "io.write",
             Self::DownloadFailed => "download.failed",
@@ -206,6 +226,10 @@ impl ErrorCode {
             Self::GpuShader => "gpu.shader",
             Self::ModelTooLarge => "model.too_large",
             Self::SynthVocab => "synth.vocab",
+            Self::StructuredSchema => "structured.schema",
+            Self::StructuredGrammar => "structured.grammar",
+            Self::StructuredDeadEnd => "structured.dead_end",
+            Self::ToolsInvalid => "tools.invalid",
             Self::ContextFull => "context.full",
             Self::Aborted => "aborted",
             Self::Usage => "usage",

@@ -1,4 +1,4 @@
-//! `webr1 bench` on smol135 (a llama-bench-shaped table and its JSON) and `webr1 web` (the demo site and the package
+//! `webr1 bench` on smol135 (a llama-bench-shaped table and its JSON, and `--profile`) and `webr1 web` (the demo site and the package
 //! with the MIME types browsers require, and nothing outside them).
 
 mod common;
@@ -59,6 +59,47 @@ fn bench_prints_a_table_and_json() {
         assert_eq!(row["shaders"], "f32", "--f32 is honoured");
         assert!(row["model_size"].as_u64().unwrap() > 50_000_000, "{row}");
     }
+}
+
+#[test]
+fn bench_profile_prints_one_object_and_a_table() {
+    let Some(json) = bench(&["-p", "8", "-n", "2", "--no-warmup", "--profile", "--json"]) else { return };
+    let p: Value = serde_json::from_str(&json).expect("one JSON object");
+    for field in [
+        "n_layer",
+        "dispatches_per_token",
+        "dispatches_per_layer",
+        "waits_per_token",
+        "bytes_read_per_token",
+        "weight_bytes",
+    ] {
+        assert!(p[field].as_f64().is_some_and(|v| v > 0.0), "{field} is a positive number: {p}");
+    }
+    let (gguf, _) = webr1::gguf::split::open_files(&common::model("smol135").unwrap()).unwrap();
+    let n_layer = gguf.tensors().filter(|(_, t)| t.name.ends_with(".attn_norm.weight")).count();
+    assert_eq!(p["n_layer"].as_u64(), Some(n_layer as u64));
+    // The decode step's dispatch list, as --dispatches prints it: each runs once a token.
+    let list = bench(&["-p", "8", "--dispatches"]).unwrap();
+    let decode = list.lines().next().unwrap();
+    let n: f64 = decode.split(", ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    assert_eq!(p["dispatches_per_token"].as_f64(), Some(n), "{decode}");
+    assert_eq!(p["waits_per_token"].as_f64(), Some(1.0));
+    assert!(p["ops"].as_array().unwrap().iter().any(|o| o["op"].as_str().unwrap().starts_with("matmul_vec ")));
+    let prefill = &p["prefill"];
+    assert_eq!((prefill["phase"].as_str(), prefill["tokens"].as_u64()), (Some("prefill"), Some(8)), "{prefill}");
+    let classes: Vec<&str> =
+        prefill["classes"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
+    assert_eq!(classes, ["gemm", "attention", "other"]);
+
+    let Some(table) = bench(&["-p", "0", "-n", "1", "--no-warmup", "--profile"]) else { return };
+    println!("{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("| op ") && l.contains("GPU ms/token") && l.contains("GB/s")),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("| matmul_vec ")), "{table}");
+    assert!(table.contains(&format!("dispatches per token: {n:.1} = {n_layer} layers")), "{table}");
+    assert!(table.contains("CPU waits per token: 1.00"), "{table}");
 }
 
 fn get(addr: &str, path: &str) -> (u16, String, Vec<u8>) {

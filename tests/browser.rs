@@ -62,6 +62,8 @@ fn browser_tests_pass_in_headless_chromium() {
     let reference = native_teacher_forced();
     let started = std::time::Instant::now();
     let mut node = Command::new("node");
+    // The native binary, for the browser tests that drive a local `webr1 serve`.
+    node.env("WEBR1_BIN", env!("CARGO_BIN_EXE_webr1"));
     if let Some(path) = &reference {
         node.env("WEBR1_NATIVE_TEACHER_FORCED", path);
     }

@@ -222,3 +222,53 @@ fn run_piped_prints_the_answer_alone_and_the_reasoning_on_stderr() {
     assert!(stderr.contains(reasoning.trim()), "the reasoning goes to stderr: {stderr:?} lacks {reasoning:?}");
     assert!(!stdout.contains("\x1b["), "no terminal escapes in a pipe: {stdout:?}");
 }
+
+/// `run --json-schema`: the answer is JSON valid for the schema; a schema webr1 cannot use, a bad grammar or an
+/// unreadable file is one line ending in its code (exit 1).
+#[test]
+fn run_json_schema_constrains_the_answer_and_bad_ones_are_one_coded_line() {
+    let Some(smol) = common::model("smol135") else { return };
+    let dir = std::env::temp_dir().join(format!("webr1-cli-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let good = file(
+        "good.json",
+        r#"{"type":"object","properties":{"n":{"type":"integer","minimum":1,"maximum":9}},"required":["n"],"additionalProperties":false}"#,
+    );
+    if let Some(answer) =
+        run_json(&["-p", "Pick a number.", "--json-schema", &good, "--temperature", "0", "--max-tokens", "20"])
+    {
+        let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+        let value: serde_json::Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{content:?}: {e}"));
+        let n = value["n"].as_i64().unwrap();
+        assert!((1..=9).contains(&n) && value.as_object().unwrap().len() == 1, "{content}");
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    }
+    let cases = [
+        (
+            vec!["--json-schema".to_string(), file("bad.json", r#"{"type":"object","dependentSchemas":{}}"#)],
+            "structured.schema",
+        ),
+        (vec!["--json-schema".to_string(), file("notjson.json", "{type: object")], "structured.schema"),
+        (vec!["--grammar".to_string(), file("bad.lark", "start: missing_rule")], "structured.grammar"),
+        (vec!["--json-schema".to_string(), dir.join("absent.json").display().to_string()], "io.read"),
+    ];
+    for (extra, code) in cases {
+        let mut args = vec!["run", smol.to_str().unwrap(), "-p", "x", "--max-tokens", "4"];
+        args.extend(extra.iter().map(String::as_str));
+        let out = webr1(&args, b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("webgpu.unavailable") && !common::in_ci() {
+            return;
+        }
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("webr1: ") && last.ends_with(&format!("[{code}]")), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,9 @@
 //! requests, resumes when the connection drops halfway (in the same run, and from a `.part` file an earlier run left),
 //! verifies the size and, when the server offers one as an entity tag (as Hugging Face does), the sha256, and never
 //! leaves a partial or corrupt file under the final name; an unreachable URL fails in one line that names the URL and
-//! says how to pass a local file.
+//! says how to pass a local file. Faults injected into the cache: a cached file cut short or with a bit flipped is found
+//! on the next load and downloaded again; a write that fails (a file size limit) is an `io.write` error that leaves no
+//! partial file.
 
 mod common;
 
@@ -153,6 +155,7 @@ fn a_transfer_that_never_completes_fails_in_one_line_without_a_final_file() {
     assert!(seen.lock().unwrap().len() >= 2, "it retried");
     let dir = cache.join(format!("127.0.0.1_{}", addr.rsplit(':').next().unwrap()));
     assert!(!dir.join("m.gguf").exists(), "nothing under the final name");
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -170,7 +173,14 @@ fn an_unreachable_url_names_itself_and_the_way_out() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
+}
+
+/// A failed download leaves no empty `.part` file and no empty folder behind it.
+fn assert_cache_empty(cache: &Path) {
+    let left: Vec<_> = std::fs::read_dir(cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "a failed download left {left:?} in the cache");
 }
 
 #[test]
@@ -298,6 +308,7 @@ fn a_download_whose_sha256_differs_fails_in_one_line_and_leaves_no_file() {
     let out = info(&url, &cache);
     let line = assert_verify_failure(&out, &url, &wrong, &sha256_hex(&file), &host_dir(&cache, &addr).join("m.gguf"));
     assert!(line.contains("ETag"), "it says where the expected digest came from: {line}");
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -310,7 +321,7 @@ fn entity_tags_that_are_no_sha256_leave_the_download_as_it_was() {
         let out = info(&format!("http://{addr}/m.gguf"), &cache);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{etag}: {stderr}");
-        assert!(!stderr.contains("sha256"), "no digest is checked: {stderr}");
+        assert!(!stderr.contains("verified"), "no digest is checked: {stderr}");
         assert_eq!(seen.lock().unwrap().len(), 1);
         assert_eq!(std::fs::read(host_dir(&cache, &addr).join("m.gguf")).unwrap(), file);
         std::fs::remove_dir_all(&cache).ok();
@@ -430,5 +441,71 @@ fn a_hugging_face_redirect_announces_the_sha256_in_x_linked_etag() {
     let dest = host_dir(&cache, &addr).join("org/R1-GGUF/resolve/main/m.gguf");
     let line = assert_verify_failure(&run(&addr, &cache), &url, &wrong, &digest, &dest);
     assert!(line.contains("X-Linked-Etag"), "{line}");
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+/// The cached file of `url` and its record.
+fn cached(cache: &Path, addr: &str) -> (PathBuf, serde_json::Value) {
+    let file = host_dir(cache, addr).join("m.gguf");
+    let record = std::fs::read(host_dir(cache, addr).join("m.gguf.webr1.json")).expect("a record beside the file");
+    (file, serde_json::from_slice(&record).unwrap())
+}
+
+#[test]
+fn a_cached_file_cut_short_or_with_a_flipped_bit_is_downloaded_again() {
+    let file = header_bytes();
+    let (addr, seen) = serve(file.clone(), Mode::Honest);
+    let cache = cache_dir("faults");
+    let url = format!("http://{addr}/m.gguf");
+    assert!(info(&url, &cache).status.success());
+    let (path, record) = cached(&cache, &addr);
+    assert_eq!(record["size"], file.len());
+    assert_eq!(record["sha256"], sha256_hex(&file));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // Unchanged: used as it is, nothing fetched.
+    assert!(info(&url, &cache).status.success());
+    assert_eq!(seen.lock().unwrap().len(), 1, "an intact cached file is not fetched again");
+
+    // Cut short.
+    std::fs::write(&path, &file[..file.len() / 3]).unwrap();
+    let out = info(&url, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("downloading it again"), "{stderr}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "fetched again");
+    assert_eq!(std::fs::read(&path).unwrap(), file);
+
+    // One bit flipped in place, the size unchanged.
+    let mut flipped = file.clone();
+    flipped[file.len() / 2] ^= 0x10;
+    std::thread::sleep(std::time::Duration::from_millis(20)); // a later modification time
+    std::fs::write(&path, &flipped).unwrap();
+    let out = info(&url, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("sha256"), "{stderr}");
+    assert_eq!(seen.lock().unwrap().len(), 3, "fetched again");
+    assert_eq!(std::fs::read(&path).unwrap(), file);
+
+    // Touched but unchanged: hashed once, found intact, not fetched.
+    std::fs::write(&path, &file).unwrap();
+    assert!(info(&url, &cache).status.success());
+    assert_eq!(seen.lock().unwrap().len(), 3, "an unchanged file is kept");
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_write_that_fails_is_an_io_write_error_and_leaves_no_partial_file() {
+    let (addr, _) = serve(header_bytes(), Mode::Honest);
+    let cache = cache_dir("full");
+    let url = format!("http://{addr}/m.gguf");
+    // A file size limit of 1 MiB (bash counts in KiB) with SIGXFSZ ignored: writes past it fail with EFBIG, as on a
+    // full disk.
+    let script = format!("trap '' XFSZ; ulimit -f 1024; exec '{}' info '{url}'", env!("CARGO_BIN_EXE_webr1"));
+    let out = Command::new("bash").args(["-c", &script]).env("WEBR1_CACHE", &cache).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap();
+    assert!(last.contains("io.write") && last.contains("partial download was removed"), "{last}");
+    assert_cache_empty(&cache);
     std::fs::remove_dir_all(&cache).ok();
 }

@@ -33,6 +33,7 @@ fn run(engine: &mut Engine, request: Request) -> (String, String, Vec<String>, F
                     content.push_str(&t);
                     pieces.push(t);
                 }
+                Event::ToolCall(_) => panic!("no tools were given"),
                 Event::Done(f) => finish = Some(f),
             }
         }
@@ -56,10 +57,42 @@ fn decode_allocates_nothing_and_reads_back_four_bytes_per_token() {
     let (_, _, _, finish) = run(&mut engine, request);
     assert!(finish.usage.completion_tokens >= 8, "{finish:?}");
     assert_eq!(engine.gpu().buffers_created(), buffers, "no GPU buffer may be created while generating");
-    // One 4-byte read after the prefill, then one per step: each generated token, plus the end-of-generation token
-    // when that is how it stopped.
-    let reads = 1 + finish.usage.completion_tokens + usize::from(finish.reason == FinishReason::Stop);
+    // One 4-byte read per sampled token: each generated token, plus the end-of-generation token when that is how it
+    // stopped (the prefill's token is the first generated one).
+    let reads = finish.usage.completion_tokens + usize::from(finish.reason == FinishReason::Stop);
     assert_eq!(engine.gpu().bytes_read_back() - read, 4 * reads as u64, "4 bytes per token: {finish:?}");
+}
+
+/// The token loop never lets the GPU wait for the CPU: every token but the prefill's (read to time the prefill) and
+/// the last is read while the next decode step is already submitted, and the tokens are those of feeding one token
+/// at a time and waiting for each.
+#[test]
+fn decode_submits_the_next_step_before_reading_a_token() {
+    let Some(mut engine) = engine(false) else { return };
+    let n = 12;
+    let mut request = ask("Count from one to ten.");
+    request.sampling = Sampling::greedy();
+    request.max_tokens = Some(n);
+    let before = engine.session().loop_stats();
+    let finish = run(&mut engine, request).3;
+    let stats = engine.session().loop_stats();
+    let generated = finish.token_ids.len() as u64;
+    assert_eq!(generated, n as u64, "{finish:?}");
+    assert_eq!(stats.reads - before.reads, generated, "one read per token");
+    assert_eq!(stats.reads_ahead - before.reads_ahead, generated - 2, "all but the first and the last read ahead");
+
+    // The same tokens one at a time, each read before the next is fed.
+    let prompt = engine.prompt(&[Message::user("Count from one to ten.")]).unwrap().ids;
+    let session = engine.session();
+    session.rewind(0);
+    session.feed(&prompt).unwrap();
+    let mut one_by_one = Vec::new();
+    for _ in 0..n {
+        let token = pollster::block_on(session.sampled()).unwrap();
+        one_by_one.push(token);
+        session.feed(&[token]).unwrap();
+    }
+    assert_eq!(finish.token_ids, one_by_one);
 }
 
 #[test]
@@ -198,9 +231,13 @@ fn a_full_context_ends_with_length_and_says_so() {
     assert!(finish.note.as_deref().is_some_and(|n| n.contains("context of 56")), "{finish:?}");
     // Every cache row is used, and the token sampled from the last row is output too (it needs no row of its own).
     assert_eq!(prompt_tokens + finish.usage.completion_tokens, 57, "generation used the whole context: {content:?}");
-    // A prompt longer than the context is not an error either: it finishes at once with the reason given.
-    let (_, _, _, finish) = run(&mut engine, ask(&"many words ".repeat(40)));
-    assert_eq!(finish.reason, FinishReason::Length, "{finish:?}");
-    assert_eq!(finish.usage.completion_tokens, 0);
-    assert!(finish.note.as_deref().is_some_and(|n| n.contains("fills the context")), "{finish:?}");
+    // A prompt that leaves no room in the context is a context.full error, before any work, naming both numbers.
+    let long = ask(&"many words ".repeat(40));
+    let e = engine.generate(long).err().expect("a prompt longer than the context is refused");
+    assert_eq!(e.code, webr1::ErrorCode::ContextFull, "{e}");
+    assert!(e.message.contains("the context holds 56"), "{e}");
+    // The engine is unharmed: the first request gives the same answer again.
+    let mut request = ask("Tell me a long story about a lighthouse keeper.");
+    request.sampling = Sampling::greedy();
+    assert_eq!(run(&mut engine, request).1, content);
 }

@@ -15,8 +15,9 @@ use gpu_common::{assert_close, gpu, gpus, round_f16, to_f16, Rng};
 use pollster::block_on;
 use webr1::config::{RopeScaling, RopeStyle};
 use webr1::gpu::ops::{
-    attention, attention_decode, attention_decode_partials, attention_decode_with, attention_prefill, kv_store, rope,
-    AttentionIo, AttentionShape, RopeParams,
+    attention, attention_decode, attention_decode_partials, attention_decode_partials_for, attention_decode_with,
+    attention_decode_with_shape, attention_prefill, attention_prefill_with_shape, kv_store, rope, rope_store,
+    AttentionIo, AttentionShape, DecodeShape, PrefillShape, RopeParams, RopeStoreIo, PREFILL_MEMORY_CAP,
 };
 use webr1::gpu::{DType, Dispatch, Gpu, Readback, Tensor};
 use webr1::ErrorCode;
@@ -187,7 +188,25 @@ fn rope_case(
     };
     let d = rope(gpu, &x, &pos_t, n_heads as u32, case.head_dim as u32, &params).unwrap();
     let got = run(gpu, &[d], &x);
-    let (want, angles) = cpu_rope(&x_seen, &pos, n_heads, case, theta, &ff);
+    check_rotated(what, &got, &x_seen, &pos, n_heads, case, theta, &ff, dtype)
+}
+
+/// Checks `got` (the rotation of `x_seen`, tokens at `pos`, stored as `dtype`) against [`cpu_rope`]; returns (max
+/// |error|, max |error| / tolerance).
+#[allow(clippy::too_many_arguments)]
+fn check_rotated(
+    what: &str,
+    got: &[f32],
+    x_seen: &[f32],
+    pos: &[u32],
+    n_heads: usize,
+    case: &RopeCase,
+    theta: f32,
+    ff: &[f32],
+    dtype: DType,
+) -> (f32, f32) {
+    let len = x_seen.len();
+    let (want, angles) = cpu_rope(x_seen, pos, n_heads, case, theta, ff);
 
     // The f32 angle is within (8 + 3|x|) ulps of the exact one, x = i·log2(theta_scale): exp2 is good to (3 + 2|x|)
     // ulps (the WebGPU/Vulkan bound), the f32 log2(theta_scale) adds ~0.7|x|, the products, the division and the
@@ -228,6 +247,105 @@ fn rope_case(
         max_ratio = max_ratio.max((err / tolerance) as f32);
     }
     (max_err, max_ratio)
+}
+
+/// `rope_store`: one dispatch rotates the step's queries (into q) and keys (into the cache at rows n_past..) and
+/// stores its values, reading Q, K and V side by side from one row and n_past / n_tokens from the step tensor; q's
+/// rows past the step and the cache's other rows are left as they were, and nothing is written past the cache.
+#[test]
+fn rope_store_rotates_q_and_k_and_stores_k_and_v_at_n_past() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0A0F);
+    let (n_head, n_head_kv, batch, ctx, theta) = (6usize, 2usize, 5usize, 12usize, 10000.0);
+    let mut cases = 0;
+    for (_, gpu) in gpus() {
+        let cache_dtype = if gpu.features().shader_f16 { DType::F16 } else { DType::F32 };
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            for scaling in [RopeScaling::None, RopeScaling::FreqFactors] {
+                for (head_dim, rope_dim) in [(64, 64), (64, 32)] {
+                    let case = RopeCase { style, scaling: scaling.clone(), head_dim, rope_dim };
+                    let (q_dim, kv_dim) = (n_head * head_dim, n_head_kv * head_dim);
+                    let width = q_dim + 2 * kv_dim;
+                    let ff: Vec<f32> = match scaling {
+                        RopeScaling::FreqFactors => (0..rope_dim / 2).map(|_| rng.uniform(1.0, 8.0)).collect(),
+                        _ => Vec::new(),
+                    };
+                    let ff_t = (!ff.is_empty()).then(|| Tensor::from_f32(&gpu, "ff", &[ff.len()], &ff).unwrap());
+                    let params = RopeParams {
+                        style,
+                        rope_dim: rope_dim as u32,
+                        theta,
+                        scaling: scaling.clone(),
+                        freq_factors: ff_t.as_ref(),
+                    };
+                    // (n_past, n_tokens): a partial batch, a full one, and one that runs past the cache's end.
+                    for (n_past, n_tokens) in [(7usize, 3usize), (0, batch), (10, batch)] {
+                        let what = format!(
+                            "rope_store {style:?} {scaling:?} head_dim {head_dim} rope_dim {rope_dim}, n_past {n_past} \
+                             n_tokens {n_tokens} ({} cache)",
+                            cache_dtype.name()
+                        );
+                        let qkv_data = rng.vec(batch * width, -2.0, 2.0);
+                        let qkv = Tensor::from_f32(&gpu, "qkv", &[batch, width], &qkv_data).unwrap();
+                        let q_before = rng.vec(batch * q_dim, -9.0, 9.0);
+                        let q = Tensor::from_f32(&gpu, "q", &[batch, q_dim], &q_before).unwrap();
+                        let (k_cache, k_before) =
+                            tensor(&gpu, "k", &[ctx, kv_dim], cache_dtype, &rng.vec(ctx * kv_dim, -9.0, 9.0));
+                        let (v_cache, v_before) =
+                            tensor(&gpu, "v", &[ctx, kv_dim], cache_dtype, &rng.vec(ctx * kv_dim, -9.0, 9.0));
+                        let step = step_tensor(&gpu, n_past as u32, n_tokens as u32);
+                        let io = RopeStoreIo { qkv: &qkv, step: &step, q: &q, k_cache: &k_cache, v_cache: &v_cache };
+                        let d = rope_store(&gpu, io, n_head as u32, n_head_kv as u32, head_dim as u32, &params)
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                        let q_got = run(&gpu, std::slice::from_ref(&d), &q);
+                        let k_got = block_on(k_cache.read_f32(&gpu)).unwrap();
+                        let v_got = block_on(v_cache.read_f32(&gpu)).unwrap();
+                        let stored = n_tokens.min(ctx - n_past);
+                        let pos: Vec<u32> = (0..stored).map(|t| (n_past + t) as u32).collect();
+                        let part = |t: usize, from: usize, n: usize| qkv_data[t * width + from..][..n].to_vec();
+                        // Q of the step's tokens, rotated; later rows of q untouched.
+                        let q_in: Vec<f32> = (0..stored).flat_map(|t| part(t, 0, q_dim)).collect();
+                        check_rotated(
+                            &format!("{what}: q"),
+                            &q_got[..q_in.len()],
+                            &q_in,
+                            &pos,
+                            n_head,
+                            &case,
+                            theta,
+                            &ff,
+                            DType::F32,
+                        );
+                        assert_eq!(q_got[n_tokens * q_dim..], q_before[n_tokens * q_dim..], "{what}: q past the step");
+                        // K rotated and V as is, at rows n_past..; the other rows untouched.
+                        let seen = |v: Vec<f32>| if cache_dtype == DType::F16 { round_f16(&v) } else { v };
+                        let k_in: Vec<f32> = (0..stored).flat_map(|t| part(t, q_dim, kv_dim)).collect();
+                        let rows = n_past * kv_dim..(n_past + stored) * kv_dim;
+                        let k_dtype = cache_dtype;
+                        check_rotated(
+                            &format!("{what}: k"),
+                            &k_got[rows.clone()],
+                            &k_in,
+                            &pos,
+                            n_head_kv,
+                            &case,
+                            theta,
+                            &ff,
+                            k_dtype,
+                        );
+                        let v_in: Vec<f32> = (0..stored).flat_map(|t| part(t, q_dim + kv_dim, kv_dim)).collect();
+                        assert_eq!(v_got[rows.clone()], seen(v_in)[..], "{what}: v");
+                        for (name, got, before) in [("k", &k_got, &k_before), ("v", &v_got, &v_before)] {
+                            let outside = (0..ctx * kv_dim).filter(|i| !rows.contains(i));
+                            assert!(outside.into_iter().all(|i| got[i] == before[i]), "{what}: {name}'s other rows");
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("rope_store: {cases} cases in {:.2?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -356,6 +474,83 @@ fn check_attention(
 /// models' own: smol135's 9/3 (a group of 3, which does not divide a tile of rows) and qwen05's 14/2.
 const HEADS: [(u32, u32); 5] = [(4, 4), (28, 4), (12, 2), (9, 3), (14, 2)];
 
+fn slow() -> bool {
+    std::env::var("WEBR1_SLOW").is_ok_and(|v| v == "1")
+}
+
+/// The heads the tests of every kernel shape run: all of them with `WEBR1_SLOW=1`, else R1-Distill-Qwen-7B's 28/4
+/// (a group of 7, which divides neither a tile of rows nor a workgroup).
+fn shape_heads() -> &'static [(u32, u32)] {
+    match slow() {
+        true => &HEADS,
+        false => &[(28, 4)],
+    }
+}
+
+/// Random q and caches of `shape` as `dtype`, an output and a step tensor: an attention case on the GPU, with the
+/// values the GPU sees.
+struct Case {
+    shape: AttentionShape,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    step: Tensor,
+    seen: [Vec<f32>; 3],
+}
+
+impl Case {
+    fn new(gpu: &Gpu, shape: AttentionShape, dtype: DType, rng: &mut Rng) -> Case {
+        let AttentionShape { n_head, head_dim, batch, .. } = shape;
+        let [(k, k_seen), (v, v_seen)] = caches(gpu, shape, dtype, rng);
+        let q_data = rng.vec((batch * n_head * head_dim) as usize, -4.0, 4.0);
+        let q = Tensor::from_f32(gpu, "q", &[batch as usize, n_head as usize, head_dim as usize], &q_data).unwrap();
+        let out = Tensor::new(gpu, "out", &[batch as usize, (n_head * head_dim) as usize], DType::F32).unwrap();
+        Case { shape, q, k, v, out, step: step_tensor(gpu, 0, 0), seen: [q_data, k_seen, v_seen] }
+    }
+
+    fn io(&self) -> AttentionIo<'_> {
+        io(&self.q, &self.k, &self.v, &self.out, &self.step)
+    }
+
+    /// Runs `dispatches` at (n_past, n_tokens) against the CPU; returns the largest error.
+    fn check(&self, gpu: &Gpu, dispatches: &[Dispatch], (n_past, n_tokens): (u32, u32), what: &str) -> f32 {
+        let [q, k, v] = &self.seen;
+        let what = format!("{what} n_past {n_past} n_tokens {n_tokens}");
+        check_attention(gpu, dispatches, (&self.step, &self.out), (q, k, v), self.shape, n_past, n_tokens, &what)
+    }
+}
+
+/// The macros a dispatch's pipeline was compiled with (`NAME=VALUE`), from [`Dispatch::describe`].
+fn macros_of(d: &Dispatch) -> Vec<String> {
+    let text = d.describe();
+    let inside = text.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map(|(m, _)| m).unwrap_or("");
+    inside.split_whitespace().map(str::to_string).collect()
+}
+
+/// Panics unless `d` was compiled with every `NAME=VALUE` of `want`.
+fn assert_macros(d: &Dispatch, want: &[String], what: &str) {
+    let have = macros_of(d);
+    for w in want {
+        assert!(have.contains(w), "{what}: compiled without {w}: {}", d.describe());
+    }
+}
+
+/// (batch capacity, runs of (n_past, n_tokens)) for prefill in a cache of 300 rows: a first chunk, a later one,
+/// partial batches, one token, and a batch of 96 replayed for 7 tokens (most workgroups find only padding).
+const PREFILL_RUNS: [(u32, &[(u32, u32)]); 4] =
+    [(1, &[(0, 1), (299, 1)]), (5, &[(0, 5), (120, 3)]), (33, &[(0, 33), (267, 33)]), (96, &[(0, 96), (150, 7)])];
+
+/// The macros of prefill tiles.
+fn prefill_macros(t: PrefillShape) -> Vec<String> {
+    let PrefillShape { rows, keys, dims, v_keys, workgroup, score_rows, score_keys, out_vecs } = t;
+    [("BR", rows), ("BC", keys), ("DK", dims), ("VC", v_keys), ("WORKGROUP", workgroup)]
+        .into_iter()
+        .chain([("TM", score_rows), ("TN", score_keys), ("OV", out_vecs)])
+        .map(|(name, value)| format!("{name}={value}u"))
+        .collect()
+}
+
 #[test]
 fn attention_prefill_matches_the_cpu_reference() {
     let started = Instant::now();
@@ -365,39 +560,18 @@ fn attention_prefill_matches_the_cpu_reference() {
         for dtype in dtypes(&gpu) {
             for (n_head, n_head_kv) in HEADS {
                 for head_dim in [64, 128] {
-                    let ctx = 300;
-                    // (batch capacity, n_past, n_tokens): a first chunk, a later one, partial batches, one token.
-                    for (batch, runs) in
-                        [(1, &[(0, 1), (299, 1)][..]), (5, &[(0, 5), (120, 3)]), (33, &[(0, 33), (267, 33)])]
-                    {
-                        let shape = AttentionShape { n_head, n_head_kv, head_dim, ctx, batch };
-                        let [(k, k_seen), (v, v_seen)] = caches(&gpu, shape, dtype, &mut rng);
-                        let q_data = rng.vec((batch * n_head * head_dim) as usize, -4.0, 4.0);
-                        let q =
-                            Tensor::from_f32(&gpu, "q", &[batch as usize, n_head as usize, head_dim as usize], &q_data)
-                                .unwrap();
-                        let out = Tensor::new(&gpu, "out", &[batch as usize, (n_head * head_dim) as usize], DType::F32)
-                            .unwrap();
-                        let step = step_tensor(&gpu, 0, 0);
-                        let d = attention_prefill(&gpu, io(&q, &k, &v, &out, &step), shape).unwrap();
-                        for &(n_past, n_tokens) in runs {
-                            let what = format!(
-                                "attention_prefill heads {n_head}/{n_head_kv} head_dim {head_dim} batch {batch} \
-                                 n_past {n_past} n_tokens {n_tokens} {}",
-                                device(&gpu, dtype)
-                            );
-                            let tensors = (&q_data[..], &k_seen[..], &v_seen[..]);
-                            let err = check_attention(
-                                &gpu,
-                                std::slice::from_ref(&d),
-                                (&step, &out),
-                                tensors,
-                                shape,
-                                n_past,
-                                n_tokens,
-                                &what,
-                            );
-                            max_err = max_err.max(err);
+                    for (batch, runs) in PREFILL_RUNS {
+                        let shape = AttentionShape { n_head, n_head_kv, head_dim, ctx: 300, batch };
+                        let case = Case::new(&gpu, shape, dtype, &mut rng);
+                        let d = attention_prefill(&gpu, case.io(), shape).unwrap();
+                        let tiles = PrefillShape::for_device(&gpu, shape, dtype == DType::F16);
+                        let what = format!(
+                            "attention_prefill heads {n_head}/{n_head_kv} head_dim {head_dim} batch {batch} {}",
+                            device(&gpu, dtype)
+                        );
+                        assert_macros(&d, &prefill_macros(tiles), &what);
+                        for &run in runs {
+                            max_err = max_err.max(case.check(&gpu, std::slice::from_ref(&d), run, &what));
                             cases += 1;
                         }
                     }
@@ -406,6 +580,74 @@ fn attention_prefill_matches_the_cpu_reference() {
         }
     }
     println!("attention_prefill: {cases} cases in {:.2?}; max |error| {max_err:e}", started.elapsed());
+}
+
+/// Every tile shape a device can be given (at head_dim 64 and 128, and the shapes chosen at 80 and 256), forced on
+/// this device, against the CPU.
+#[test]
+fn attention_prefill_every_tile_shape_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0A09);
+    let (mut cases, mut max_err) = (0, 0.0f32);
+    for (_, gpu) in gpus() {
+        for dtype in dtypes(&gpu) {
+            let f16 = dtype == DType::F16;
+            let mut shapes: Vec<(u32, PrefillShape)> = Vec::new();
+            for head_dim in [64, 128] {
+                let one = AttentionShape { n_head: 1, n_head_kv: 1, head_dim, ctx: 1, batch: 1 };
+                let fits = |t: &PrefillShape| t.workgroup_bytes(one, f16) <= u64::from(PREFILL_MEMORY_CAP);
+                shapes.extend(PrefillShape::candidates(head_dim).into_iter().filter(fits).map(|t| (head_dim, t)));
+            }
+            for head_dim in [80, 256] {
+                shapes.push((head_dim, PrefillShape::for_memory(head_dim, f16, 16 << 10)));
+                shapes.push((head_dim, PrefillShape::for_memory(head_dim, f16, PREFILL_MEMORY_CAP)));
+            }
+            for (head_dim, tiles) in shapes {
+                for &(n_head, n_head_kv) in shape_heads() {
+                    let shape = AttentionShape { n_head, n_head_kv, head_dim, ctx: 300, batch: 33 };
+                    let case = Case::new(&gpu, shape, dtype, &mut rng);
+                    let d = attention_prefill_with_shape(&gpu, case.io(), shape, tiles)
+                        .unwrap_or_else(|e| panic!("{tiles:?} at head_dim {head_dim} does not run here: {e}"));
+                    let what = format!(
+                        "attention_prefill {tiles:?} heads {n_head}/{n_head_kv} head_dim {head_dim} {}",
+                        device(&gpu, dtype)
+                    );
+                    assert_macros(&d, &prefill_macros(tiles), &what);
+                    for run in [(0, 33), (267, 33), (40, 9)] {
+                        max_err = max_err.max(case.check(&gpu, std::slice::from_ref(&d), run, &what));
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "attention_prefill, every tile shape: {cases} cases in {:.2?}; max |error| {max_err:e}",
+        started.elapsed()
+    );
+}
+
+/// The tiles chosen for a device's workgroup memory fit it (up to the cap the tests can run), and meet the kernel's
+/// design: at least 64 invocations, 16 query rows and 32 keys per tile.
+#[test]
+fn prefill_tiles_fit_the_workgroup_memory_they_are_chosen_for() {
+    for head_dim in [16, 64, 80, 128, 256] {
+        let shape = AttentionShape { n_head: 1, n_head_kv: 1, head_dim, ctx: 1, batch: 1 };
+        for f16 in [false, true] {
+            for limit in [16 << 10, 32 << 10, 48 << 10, 64 << 10] {
+                let t = PrefillShape::for_memory(head_dim, f16, limit);
+                let bytes = t.workgroup_bytes(shape, f16);
+                let what = format!("head_dim {head_dim} f16 {f16} limit {limit}: {t:?} ({bytes} bytes)");
+                assert!(bytes <= u64::from(limit.min(PREFILL_MEMORY_CAP)), "{what} does not fit");
+                assert!(t.workgroup >= 64 && t.rows >= 16 && t.keys >= 32, "{what} is too small");
+                assert!(PrefillShape::candidates(head_dim).contains(&t), "{what} is not a tested candidate");
+            }
+        }
+    }
+    // The two shapes R1's head_dim 128 gets with an f16 cache: Q staged once where 32 KiB are offered, in slices
+    // within WebGPU's default 16 KiB.
+    assert_eq!(PrefillShape::for_memory(128, true, 32 << 10).dims, 128);
+    assert_eq!(PrefillShape::for_memory(128, true, 16 << 10).dims, 32);
 }
 
 #[test]
@@ -418,33 +660,28 @@ fn attention_decode_matches_the_cpu_reference_at_every_context_length() {
             for (n_head, n_head_kv) in HEADS {
                 for head_dim in [64, 128] {
                     // The context the token sees (n_past + 1), in a cache a little larger, or (at 2000) just full;
-                    // either way the last chunk is partial.
+                    // either way the last split is partial.
                     for len in [1u32, 17, 300, 2000] {
                         let ctx = if len == 2000 { len } else { len.max(64) + 7 };
                         let shape = AttentionShape { n_head, n_head_kv, head_dim, ctx, batch: 1 };
-                        let [(k, k_seen), (v, v_seen)] = caches(&gpu, shape, dtype, &mut rng);
-                        let q_data = rng.vec((n_head * head_dim) as usize, -4.0, 4.0);
-                        let q = Tensor::from_f32(&gpu, "q", &[1, n_head as usize, head_dim as usize], &q_data).unwrap();
-                        let out = Tensor::new(&gpu, "out", &[1, (n_head * head_dim) as usize], DType::F32).unwrap();
-                        let step = step_tensor(&gpu, 0, 0);
-                        let dispatches = attention(&gpu, io(&q, &k, &v, &out, &step), shape).unwrap();
-                        assert_eq!(dispatches.len(), 2, "decode is the chunks and the combine pass");
-                        let chunks = dispatches[0].workgroups()[0];
+                        let case = Case::new(&gpu, shape, dtype, &mut rng);
+                        let dispatches = attention(&gpu, case.io(), shape).unwrap();
+                        assert_eq!(dispatches.len(), 2, "decode is the splits and the combine pass");
+                        let splits = dispatches[0].workgroups()[0];
                         if len == 2000 {
-                            assert!(
-                                chunks >= 8,
-                                "ctx {} runs in {chunks} chunks: the split path is not exercised",
-                                shape.ctx
-                            );
+                            assert!(splits >= 8, "ctx {ctx} runs in {splits} splits: the split path is not exercised");
                         }
                         let what = format!(
                             "attention_decode heads {n_head}/{n_head_kv} head_dim {head_dim} context {len} \
-                             ({chunks} chunks) {}",
+                             ({splits} splits) {}",
                             device(&gpu, dtype)
                         );
-                        let tensors = (&q_data[..], &k_seen[..], &v_seen[..]);
-                        let err = check_attention(&gpu, &dispatches, (&step, &out), tensors, shape, len - 1, 1, &what);
-                        max_err = max_err.max(err);
+                        assert_macros(
+                            &dispatches[0],
+                            &decode_macros(&gpu, DecodeShape::for_device(&gpu, shape)),
+                            &what,
+                        );
+                        max_err = max_err.max(case.check(&gpu, &dispatches, (len - 1, 1), &what));
                         cases += 1;
                     }
                 }
@@ -452,6 +689,68 @@ fn attention_decode_matches_the_cpu_reference_at_every_context_length() {
         }
     }
     println!("attention_decode: {cases} cases in {:.2?}; max |error| {max_err:e}", started.elapsed());
+}
+
+/// Every decode shape a device can be given: GPUs with subgroups of 16 or more, of 8 (Intel) and as browsers report
+/// them (4); GPUs without subgroups; CPU drivers; and a shape with few splits of many tiles (a long context's case).
+const DECODE_SHAPES: [DecodeShape; 6] = [
+    DecodeShape { workgroup: 128, d_split: 16, tile: 64, chunk: 64, max_splits: 128 },
+    DecodeShape { workgroup: 128, d_split: 8, tile: 64, chunk: 64, max_splits: 128 },
+    DecodeShape { workgroup: 128, d_split: 4, tile: 64, chunk: 64, max_splits: 128 },
+    DecodeShape { workgroup: 64, d_split: 4, tile: 64, chunk: 64, max_splits: 128 },
+    DecodeShape { workgroup: 64, d_split: 1, tile: 64, chunk: 128, max_splits: 128 },
+    DecodeShape { workgroup: 64, d_split: 2, tile: 32, chunk: 32, max_splits: 4 },
+];
+
+/// The macros of a decode shape on `gpu`.
+fn decode_macros(gpu: &Gpu, s: DecodeShape) -> Vec<String> {
+    let mut macros: Vec<String> = [("WORKGROUP", s.workgroup), ("D_SPLIT", s.d_split), ("TILE", s.tile)]
+        .into_iter()
+        .chain([("CHUNK", s.chunk)])
+        .map(|(name, value)| format!("{name}={value}u"))
+        .collect();
+    if gpu.features().subgroups {
+        macros.push("SUBGROUPS=true".into());
+    }
+    macros
+}
+
+/// Every decode shape (and the shape chosen at head_dim 80 and 256), forced on this device, against the CPU.
+#[test]
+fn attention_decode_every_shape_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0A0A);
+    let (mut cases, mut max_err) = (0, 0.0f32);
+    for (_, gpu) in gpus() {
+        for dtype in dtypes(&gpu) {
+            let mut shapes: Vec<(u32, Option<DecodeShape>)> = Vec::new();
+            for head_dim in [64, 128] {
+                shapes.extend(DECODE_SHAPES.map(|s| (head_dim, Some(s))));
+            }
+            shapes.extend([(80, None), (256, None)]);
+            for (head_dim, forced) in shapes {
+                for &(n_head, n_head_kv) in shape_heads() {
+                    // A context of several splits of several tiles, and with WEBR1_SLOW=1 one of a single split.
+                    for &len in if slow() { &[17u32, 2000][..] } else { &[2000] } {
+                        let shape = AttentionShape { n_head, n_head_kv, head_dim, ctx: len + 7, batch: 1 };
+                        let decode = forced.unwrap_or_else(|| DecodeShape::for_device(&gpu, shape));
+                        let case = Case::new(&gpu, shape, dtype, &mut rng);
+                        let partials = attention_decode_partials_for(&gpu, shape, decode).unwrap();
+                        let dispatches =
+                            attention_decode_with_shape(&gpu, case.io(), shape, decode, &partials).unwrap();
+                        let what = format!(
+                            "attention_decode {decode:?} heads {n_head}/{n_head_kv} head_dim {head_dim} {}",
+                            device(&gpu, dtype)
+                        );
+                        assert_macros(&dispatches[0], &decode_macros(&gpu, decode), &what);
+                        max_err = max_err.max(case.check(&gpu, &dispatches, (len - 1, 1), &what));
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("attention_decode, every shape: {cases} cases in {:.2?}; max |error| {max_err:e}", started.elapsed());
 }
 
 #[test]

@@ -17,7 +17,11 @@ use std::time::Instant;
 
 use gpu_common::{gpu, gpu_with, gpus, round_f16, to_f16, Rng};
 use pollster::block_on;
-use webr1::gpu::ops::{get_rows, matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
+use webr1::gpu::ops::matmul_tiled::{CPU_TILE, GPU_TILES, TARGET_WORKGROUPS, TILE_SHAPES};
+use webr1::gpu::ops::{
+    get_rows, matmul, matmul_into, matmul_tiled, matmul_tiled_into, matmul_tiled_with, matmul_vec, matmul_vec_into,
+    matmul_vec_with, silu_mul_vec_with, tiled_kernel, Epilogue, TileShape, TiledKernel, VecShape, MAX_VEC_TOKENS,
+};
 use webr1::gpu::{DType, Dispatch, Gpu, GpuOptions, SplitWeight, Tensor};
 use webr1::quant::{dequantize, GgmlType};
 use webr1::ErrorCode;
@@ -278,6 +282,89 @@ fn matmul_vec_matches_the_cpu_reference() {
     println!("matmul_vec: {cases} cases in {:.2?}", started.elapsed());
 }
 
+/// The decode kernel in the shape real GPUs get (2 rows per workgroup for one token, 1 for more), forced here on
+/// whatever adapter runs the tests, for every type and device variant.
+#[test]
+fn matmul_vec_in_the_gpu_shape_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let shapes = Shapes { rows: &[3, 17], cols: cols_for, tokens: &[1, 3], all_variants: true };
+    let gpu_shape: Kernel = |gpu, w, x, y| matmul_vec_with(gpu, w, x, y, Epilogue::default(), VecShape::Gpu);
+    let (worst, cases) = check_kernel("matmul_vec (GPU shape)", gpu_shape, &shapes, 0x5EED_0110);
+    print_errors("matmul_vec (GPU shape)", &worst);
+    println!("matmul_vec in the GPU shape: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// Each shape compiles what it says: the pipeline's macros name its rows per workgroup, and Q4_K reads whole 16-byte
+/// words (W4); lavapipe is a software adapter and gets the software shape by default.
+#[test]
+fn matmul_vec_compiles_the_shape_asked_for() {
+    let Some(gpu) = gpu() else { return };
+    assert!(gpu.adapter().is_software(), "{} should count as a software adapter", gpu.adapter());
+    assert_eq!(VecShape::for_gpu(&gpu), VecShape::Software);
+    let mut rng = Rng::new(0x5EED_0111);
+    for (ty, w4) in [(GgmlType::Q4_K, true), (GgmlType::Q5_K, true), (GgmlType::Q6_K, false), (GgmlType::Q8_0, false)] {
+        let w = Weight::random(&mut rng, ty, 8, 256).upload(&gpu);
+        for (shape, tokens, rows) in
+            [(VecShape::Gpu, 1, 2), (VecShape::Gpu, 3, 1), (VecShape::Software, 1, 16), (VecShape::Software, 8, 4)]
+        {
+            let x = Tensor::new(&gpu, "x", &[tokens, 256], DType::F32).unwrap();
+            let y = Tensor::new(&gpu, "y", &[tokens, 8], DType::F32).unwrap();
+            let d = matmul_vec_with(&gpu, &w, &x, &y, Epilogue::default(), shape).unwrap();
+            let line = d[0].describe();
+            assert!(line.contains(&format!(" ROWS_PER_WG={rows}u ")), "{ty} {shape:?} × {tokens}: {line}");
+            assert_eq!(line.contains("W4=true"), w4, "{ty}: {line}");
+            assert_eq!(d[0].workgroups()[0], 8u32.div_ceil(rows), "{ty} {shape:?} × {tokens}: {line}");
+        }
+    }
+}
+
+/// The fused SwiGLU: `silu(gate · x) ⊙ (up · x)` from gate and up stacked in one weight, in both shapes, for the
+/// types the models' feed-forward blocks use, on every device variant.
+#[test]
+fn silu_mul_vec_matches_the_cpu_reference() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0112);
+    let mut cases = 0;
+    let silu = |g: f64| g / (1.0 + (-g).exp());
+    for (device, gpu) in gpus() {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::F16] {
+            let (n_ff, cols) = (19, 512);
+            let w = Weight::random(&mut rng, ty, 2 * n_ff, cols);
+            let wt = w.upload(&gpu);
+            for dtype in dtypes(&gpu) {
+                for shape in [VecShape::Gpu, VecShape::Software] {
+                    for n_tokens in [1, 3] {
+                        // Small inputs: silu(gate) · up of the random weights' sums must stay within f16's range.
+                        let (x, x_seen) =
+                            activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -0.1, 0.1));
+                        let y = Tensor::new(&gpu, "y", &[n_tokens, n_ff], dtype).unwrap();
+                        let what = format!(
+                            "silu_mul_vec {ty} [2 × {n_ff}, {cols}] × {n_tokens} tokens, {shape:?} ({device}: {})",
+                            variant(&gpu, dtype)
+                        );
+                        let d = silu_mul_vec_with(&gpu, &wt, &x, &y, shape).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        let got = run(&gpu, &d, &y);
+                        let (sums, scale) = reference(&w, &x_seen, n_tokens);
+                        let (mut want, mut scales) = (Vec::new(), Vec::new());
+                        for t in 0..n_tokens {
+                            for r in 0..n_ff {
+                                let (g, u) = (sums[t * 2 * n_ff + r], sums[t * 2 * n_ff + n_ff + r]);
+                                let (sg, su) = (scale[t * 2 * n_ff + r], scale[t * 2 * n_ff + n_ff + r]);
+                                want.push(silu(g) * u);
+                                // silu' is at most 1.1 in magnitude: the error of g moves silu(g) by at most 1.1 times.
+                                scales.push(1.1 * sg * u.abs() + silu(g).abs() * su);
+                            }
+                        }
+                        check_product(&what, n_ff, &got, &want, &scales, tolerance(dtype));
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("silu_mul_vec: {cases} cases in {:.2?}", started.elapsed());
+}
+
 #[test]
 fn matmul_tiled_matches_the_cpu_reference() {
     let started = Instant::now();
@@ -305,23 +392,282 @@ fn matmul_kernels_match_the_cpu_reference_at_the_models_row_lengths() {
     println!("matmul kernels at the models' row lengths: {cases} cases in {:.2?}", started.elapsed());
 }
 
-/// Several tiles of rows and of tokens, with both tile heights (the device picks one; the other runs here too). The
-/// tiled kernel has no subgroup variant and f16 only changes its loads and stores, so the forced-f32 device is enough.
-#[test]
-fn matmul_tiled_spans_several_tiles() {
-    let started = Instant::now();
-    let shapes = Shapes { rows: &[130], cols: |_| &[256], tokens: &[70, 8], all_variants: false };
-    let tiles_64: Kernel = |gpu, w, x, y| matmul_tiled_with(gpu, w, x, y, 64);
-    let tiles_128: Kernel = |gpu, w, x, y| matmul_tiled_with(gpu, w, x, y, 128);
-    let mut cases = 0;
-    for (name, kernel, seed) in
-        [("tiles of 64 rows", tiles_64, 0x5EED_0109), ("tiles of 128 rows", tiles_128, 0x5EED_010A)]
-    {
-        let (worst, n) = check_kernel(name, kernel, &shapes, seed);
-        print_errors(&format!("matmul_tiled, {name}"), &worst);
-        cases += n;
+/// The variants of the tiled kernel a device runs in the shape tests, as (f16 tiles, single-buffered, activations):
+/// f32 tiles on the forced-f32 device; on the default one f16 tiles with f16 activations, f16 tiles single-buffered
+/// with f32 activations, and f32 tiles (with subgroups where the device has them). Double-buffered unless single or
+/// the device's workgroup memory only holds one set of tiles.
+fn tiled_variants(gpu: &Gpu) -> Vec<(bool, bool, DType)> {
+    match gpu.features().shader_f16 {
+        true => vec![(true, false, DType::F16), (true, true, DType::F32), (false, false, DType::F32)],
+        false => vec![(false, false, DType::F32)],
     }
-    println!("matmul_tiled over several tiles: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// The tolerance of the tiled kernel: f16 tiles round W and x to f16 and sum 4 products in f16 (a few units of
+/// 2⁻¹¹ relative to Σ|w·x| at worst, much less on random data), f32 tiles are exact up to f32 sums.
+fn tiled_tolerance(f16_tiles: bool, dtype: DType) -> f64 {
+    match f16_tiles {
+        true => 2e-3,
+        false => tolerance(dtype),
+    }
+}
+
+/// Panics unless the dispatches were compiled for `kernel`: its tile macros, f16 tiles, and the way the k slices are
+/// added up (subgroup shuffles where the device has subgroups of at least `k_slices` invocations).
+fn assert_compiled_for(what: &str, gpu: &Gpu, dispatches: &[Dispatch], kernel: TiledKernel, step: bool) {
+    let s = kernel.shape;
+    let features = gpu.features();
+    let subgroups = s.k_slices > 1 && features.subgroups && features.subgroup_min_size >= s.k_slices;
+    for d in dispatches {
+        let described = d.describe();
+        let macros = [
+            format!("TILE_M={}u", s.rows),
+            format!("TILE_N={}u", s.tokens),
+            format!("THREAD_M={}u", s.thread_rows),
+            format!("THREAD_N={}u", s.thread_tokens),
+            format!("K_SLICES={}u", s.k_slices),
+        ];
+        for m in &macros {
+            assert!(
+                described.contains(&format!(" {m} ")) || described.contains(&format!("[{m} ")),
+                "{what}: {described}"
+            );
+        }
+        for (flag, on) in [
+            ("F16_TILES", kernel.f16_tiles),
+            ("SUBGROUPS", subgroups),
+            ("SHARED_REDUCE", s.k_slices > 1 && !subgroups),
+            ("STEP", step),
+            ("DOUBLE_BUFFER", kernel.double_buffer),
+        ] {
+            assert_eq!(described.contains(&format!("{flag}=true")), on, "{what}: {flag} in {described}");
+        }
+        assert!(described.starts_with("matmul_tiled::matmul_tiled "), "{what}: {described}");
+    }
+}
+
+/// Every tile shape of the tiled kernel, the GPU shapes included, in every variant the device has, over two tiles of
+/// rows and two of tokens (the second ones partial): Q4_K (a row of 8 k steps) and, shape by shape, one of an
+/// odd-sized block, a legacy type and the float types (3 steps; F16 and F32 with a partial fourth). The loading of
+/// each type does not depend on the shape: every type runs in every variant of the CPU shape in the tests above.
+#[test]
+fn matmul_tiled_runs_every_tile_shape() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0109);
+    let mut worst: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cases = 0;
+    let others = [(GgmlType::Q6_K, 256), (GgmlType::Q5_0, 96), (GgmlType::F16, 100), (GgmlType::Q8_0, 96)];
+    let others = others.into_iter().chain([(GgmlType::Q3_K, 256), (GgmlType::F32, 36)]).cycle();
+    for (device, gpu) in gpus() {
+        for (shape, other) in TILE_SHAPES.into_iter().zip(others.clone()) {
+            let (rows, n_tokens) = (shape.rows as usize + 3, shape.tokens as usize + 5);
+            for (ty, cols) in [(GgmlType::Q4_K, 256), other] {
+                let w = Weight::random(&mut rng, ty, rows, cols);
+                let wt = w.upload(&gpu);
+                for (f16_tiles, single, dtype) in tiled_variants(&gpu) {
+                    let mut kernel = TiledKernel::new(&gpu, shape, f16_tiles);
+                    kernel.double_buffer &= !single;
+                    let (x, x_seen) = activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -1.0, 1.0));
+                    let y = Tensor::new(&gpu, "y", &[n_tokens, rows], dtype).unwrap();
+                    let what = format!(
+                        "matmul_tiled {kernel:?} {ty} [{rows}, {cols}] × {n_tokens} tokens \
+                         ({device}: {})",
+                        variant(&gpu, dtype)
+                    );
+                    let dispatches = matmul_tiled_with(&gpu, &wt, &x, &y, Epilogue::default(), kernel, None)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert_compiled_for(&what, &gpu, &dispatches, kernel, false);
+                    let got = run(&gpu, &dispatches, &y);
+                    let (want, scale) = reference(&w, &x_seen, n_tokens);
+                    let err = check_product(&what, rows, &got, &want, &scale, tiled_tolerance(f16_tiles, dtype));
+                    let key = format!(
+                        "{}x{}/{} f16 tiles {f16_tiles:<5} double {:<5} {}",
+                        shape.rows,
+                        shape.tokens,
+                        shape.k_slices,
+                        kernel.double_buffer,
+                        dtype.name()
+                    );
+                    let entry = worst.entry(key).or_insert(0.0);
+                    *entry = entry.max(err);
+                    cases += 1;
+                }
+            }
+        }
+    }
+    print_errors("matmul_tiled, every tile shape", &worst);
+    println!("matmul_tiled, every tile shape: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// f16 tiles, as GPUs with shader-f16 run them, for every type at the row lengths of the CPU-reference test, with f16
+/// and f32 activations, in the 128 × 64 GPU shape (the tiled kernels above run every type with f32 tiles, as a CPU
+/// adapter chooses them). Needs shader-f16: a loud skip without it.
+#[test]
+fn matmul_tiled_with_f16_tiles_matches_the_cpu_reference_for_every_type() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.features().shader_f16 {
+        eprintln!("SKIP: this device has no shader-f16, so no f16 tiles");
+        return;
+    }
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_010F);
+    let mut worst: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cases = 0;
+    let kernel = TiledKernel::new(&gpu, GPU_TILES[1], true);
+    let (rows, n_tokens) = (65, 40);
+    for ty in GgmlType::SUPPORTED {
+        for &cols in cols_for(ty) {
+            let w = Weight::random(&mut rng, ty, rows, cols);
+            let wt = w.upload(&gpu);
+            for dtype in dtypes(&gpu) {
+                let (x, x_seen) = activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -1.0, 1.0));
+                let y = Tensor::new(&gpu, "y", &[n_tokens, rows], dtype).unwrap();
+                let what =
+                    format!("matmul_tiled {kernel:?} {ty} [{rows}, {cols}] × {n_tokens} ({})", variant(&gpu, dtype));
+                let dispatches = matmul_tiled_with(&gpu, &wt, &x, &y, Epilogue::default(), kernel, None)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_compiled_for(&what, &gpu, &dispatches, kernel, false);
+                let got = run(&gpu, &dispatches, &y);
+                let (want, scale) = reference(&w, &x_seen, n_tokens);
+                let err = check_product(&what, rows, &got, &want, &scale, tiled_tolerance(true, dtype));
+                let entry = worst.entry(format!("{ty:>5} {}", dtype.name())).or_insert(0.0);
+                *entry = entry.max(err);
+                cases += 1;
+            }
+        }
+    }
+    print_errors("matmul_tiled with f16 tiles", &worst);
+    println!("matmul_tiled with f16 tiles: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// One dispatch built for 70 tokens, run with the token counts of several steps written into `step` (a full batch,
+/// a partial one, one token, none, and more than the capacity): the rows of the step's tokens get the product (with a
+/// bias and a residual add), the rows past them keep what they held.
+#[test]
+fn matmul_tiled_reads_the_token_count_when_it_runs() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_010E);
+    let (rows, cols, capacity) = (67, 256, 70);
+    let mut cases = 0;
+    for (device, gpu) in gpus() {
+        let w = Weight::random(&mut rng, GgmlType::Q4_K, rows, cols);
+        let wt = w.upload(&gpu);
+        let bias_values = rng.vec(rows, -2.0, 2.0);
+        let bias = Tensor::from_f32(&gpu, "bias", &[rows], &bias_values).unwrap();
+        let epilogue = Epilogue { bias: Some(&bias), accumulate: true, column: 0 };
+        let chosen = tiled_kernel(&gpu, rows, capacity);
+        let kernels = [
+            chosen,
+            TiledKernel::new(&gpu, GPU_TILES[3], chosen.f16_tiles),
+            TiledKernel::new(&gpu, GPU_TILES[0], chosen.f16_tiles),
+        ];
+        for kernel in kernels {
+            let x_data = rng.vec(capacity * cols, -1.0, 1.0);
+            let x = Tensor::from_f32(&gpu, "x", &[capacity, cols], &x_data).unwrap();
+            let y_before = rng.vec(capacity * rows, -3.0, 3.0);
+            let y = Tensor::from_f32(&gpu, "y", &[capacity, rows], &y_before).unwrap();
+            let step = Tensor::from_u32(&gpu, "step", &[4], &[0, 0, 0, 0]).unwrap();
+            let what = format!("matmul_tiled {kernel:?} with a step ({device})");
+            let dispatches = matmul_tiled_with(&gpu, &wt, &x, &y, epilogue, kernel, Some(&step))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_compiled_for(&what, &gpu, &dispatches, kernel, true);
+            let (product, scale) = reference(&w, &x_data, capacity);
+            for n in [capacity as u32, 33, 1, 0, 1000] {
+                gpu.write_buffer(step.buffer(), 0, bytemuck::cast_slice(&[5u32, n, 0, 0])).unwrap();
+                gpu.write_buffer(y.buffer(), 0, bytemuck::cast_slice(&y_before)).unwrap();
+                let got = run(&gpu, &dispatches, &y);
+                let done = (n as usize).min(capacity) * rows;
+                let want: Vec<f64> =
+                    (0..done).map(|i| product[i] + f64::from(bias_values[i % rows]) + f64::from(y_before[i])).collect();
+                let scales: Vec<f64> = (0..done)
+                    .map(|i| scale[i] + f64::from(bias_values[i % rows].abs()) + f64::from(y_before[i].abs()))
+                    .collect();
+                let what = format!("{what}, {n} tokens");
+                check_product(&what, rows, &got[..done], &want, &scales, tiled_tolerance(kernel.f16_tiles, DType::F32));
+                if let Some(i) = (done..got.len()).find(|&i| got[i].to_bits() != y_before[i].to_bits()) {
+                    panic!("{what}: token {} row {} past the step's tokens changed", i / rows, i % rows);
+                }
+                cases += 1;
+            }
+        }
+    }
+    println!("matmul_tiled with a step: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// Rows as long as R1-Distill-Qwen-7B's `down` projection (k = 18944, 592 k steps), in the shape the device chooses
+/// and the largest GPU shape. A CPU adapter (lavapipe) ends an invocation's loops after 65535 iterations in all, so
+/// there the product is split along k into several dispatches that add up their sums: asserted, and checked against
+/// the reference with a bias and a residual add, whose bias must be added once.
+#[test]
+fn matmul_tiled_handles_the_longest_rows() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0110);
+    let (rows, cols, n_tokens) = (17, 18944, 9);
+    let mut cases = 0;
+    for (device, gpu) in gpus() {
+        let w = Weight::random(&mut rng, GgmlType::Q4_K, rows, cols);
+        let wt = w.upload(&gpu);
+        let bias_values = rng.vec(rows, -2.0, 2.0);
+        let bias = Tensor::from_f32(&gpu, "bias", &[rows], &bias_values).unwrap();
+        let epilogue = Epilogue { bias: Some(&bias), accumulate: true, column: 0 };
+        let chosen = tiled_kernel(&gpu, rows, n_tokens);
+        for kernel in [chosen, TiledKernel::new(&gpu, GPU_TILES[0], chosen.f16_tiles)] {
+            let x_data = rng.vec(n_tokens * cols, -1.0, 1.0);
+            let x = Tensor::from_f32(&gpu, "x", &[n_tokens, cols], &x_data).unwrap();
+            let y_before = rng.vec(n_tokens * rows, -3.0, 3.0);
+            let y = Tensor::from_f32(&gpu, "y", &[n_tokens, rows], &y_before).unwrap();
+            let what = format!("matmul_tiled {kernel:?} Q4_K [{rows}, {cols}] × {n_tokens} ({device})");
+            let dispatches = matmul_tiled_with(&gpu, &wt, &x, &y, epilogue, kernel, None).unwrap();
+            let cpu_adapter = gpu.adapter().device_type == wgpu::DeviceType::Cpu;
+            assert_eq!(dispatches.len() > 1, cpu_adapter, "{what}: {} dispatches", dispatches.len());
+            let described: Vec<String> = dispatches.iter().map(Dispatch::describe).collect();
+            assert!(described[0].contains("BIAS=true"), "{what}: {}", described[0]);
+            assert!(
+                described.iter().skip(1).all(|d| !d.contains("BIAS=true") && d.contains("ACCUMULATE=true")),
+                "{what}"
+            );
+            let got = run(&gpu, &dispatches, &y);
+            let (product, scale) = reference(&w, &x_data, n_tokens);
+            let want: Vec<f64> = (0..product.len())
+                .map(|i| product[i] + f64::from(bias_values[i % rows]) + f64::from(y_before[i]))
+                .collect();
+            let scales: Vec<f64> = (0..product.len())
+                .map(|i| scale[i] + f64::from(bias_values[i % rows].abs()) + f64::from(y_before[i].abs()))
+                .collect();
+            check_product(&what, rows, &got, &want, &scales, tiled_tolerance(kernel.f16_tiles, DType::F32));
+            cases += 1;
+        }
+    }
+    println!("matmul_tiled over the longest rows: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// The GPU shape [`tiled_kernel`]'s rule picks for the projections of R1-Distill-Qwen-1.5B and -7B in 512-token
+/// chunks, when every shape fits: at least [`TARGET_WORKGROUPS`] workgroups where a shape makes them, and otherwise
+/// the shape that makes the most (the products of few rows).
+#[test]
+fn gpu_tile_shapes_fill_a_large_gpu_at_r1_shapes() {
+    let n_tokens = 512;
+    // (model, projection, rows): n_embd, kv, n_ff of 1.5B (1536, 256, 8960) and 7B (3584, 512, 18944).
+    let projections = [
+        ("1.5B", "q/o/down", 1536),
+        ("1.5B", "k/v", 256),
+        ("1.5B", "gate/up", 8960),
+        ("1.5B", "lm_head", 151936),
+        ("7B", "q/o/down", 3584),
+        ("7B", "k/v", 512),
+        ("7B", "gate/up", 18944),
+    ];
+    for (model, name, rows) in projections {
+        let shape = webr1::gpu::ops::matmul_tiled::gpu_tile(rows, n_tokens, |_| true);
+        let made = shape.workgroups(rows, n_tokens);
+        let most = GPU_TILES.iter().map(|s| s.workgroups(rows, n_tokens)).max().unwrap();
+        println!("R1-{model} {name} [{rows}] × {n_tokens} tokens: {shape:?}, {made} workgroups");
+        assert!(made >= TARGET_WORKGROUPS || made == most, "{model} {name}: {made} workgroups of {shape:?}");
+        // No shape with more reuse (a larger tile) would have made the target.
+        let larger = GPU_TILES.iter().take_while(|s| **s != shape);
+        assert!(larger.clone().all(|s| s.workgroups(rows, n_tokens) < TARGET_WORKGROUPS), "{model} {name}");
+    }
+    assert_ne!(CPU_TILE.invocations(), 0);
 }
 
 #[test]
@@ -330,7 +676,8 @@ fn matmul_picks_the_kernel_by_token_count() {
     let mut rng = Rng::new(0x5EED_0103);
     let w = Weight::random(&mut rng, GgmlType::Q4_K, 5, 256);
     let wt = w.upload(&gpu);
-    for (n_tokens, shader) in [(1, "matmul_vec"), (MAX_VEC_TOKENS, "matmul_vec"), (MAX_VEC_TOKENS + 1, "matmul")] {
+    for (n_tokens, shader) in [(1, "matmul_vec"), (MAX_VEC_TOKENS, "matmul_vec"), (MAX_VEC_TOKENS + 1, "matmul_tiled")]
+    {
         let x_data = rng.vec(n_tokens * 256, -1.0, 1.0);
         let x = Tensor::from_f32(&gpu, "x", &[n_tokens, 256], &x_data).unwrap();
         let y = Tensor::new(&gpu, "y", &[n_tokens, 5], DType::F32).unwrap();
@@ -380,6 +727,84 @@ fn split_weights_give_the_same_products_as_whole_ones() {
         }
     }
     println!("split weights: {cases} cases in {:.2?}", started.elapsed());
+}
+
+/// The fused epilogue of both kernels: a bias, a residual add and a column offset into a wider y, on every device
+/// variant; the columns outside `column .. column + rows` keep what they held.
+#[test]
+fn matmul_epilogues_add_bias_accumulate_and_offset_columns() {
+    type IntoKernel = fn(&Gpu, &SplitWeight, &Tensor, &Tensor, Epilogue) -> webr1::Result<Vec<Dispatch>>;
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_010D);
+    let mut cases = 0;
+    let kernels: [(&str, IntoKernel, &[usize]); 2] =
+        [("matmul_vec", matmul_vec_into, &[1, 3]), ("matmul_tiled", matmul_tiled_into, &[9])];
+    for (device, gpu) in gpus() {
+        for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
+            let (rows, cols, column, extra) = (37, 256, 5, 3);
+            let width = column + rows + extra;
+            let w = Weight::random(&mut rng, ty, rows, cols);
+            let wt = w.upload(&gpu);
+            let bias_values = rng.vec(rows, -2.0, 2.0);
+            let bias = Tensor::from_f32(&gpu, "bias", &[rows], &bias_values).unwrap();
+            for dtype in dtypes(&gpu) {
+                for (name, kernel, tokens) in kernels {
+                    for &n_tokens in tokens {
+                        for (with_bias, accumulate) in [(true, false), (false, true), (true, true)] {
+                            let (x, x_seen) =
+                                activation(&gpu, &[n_tokens, cols], dtype, &rng.vec(n_tokens * cols, -1.0, 1.0));
+                            let (y, y_before) =
+                                activation(&gpu, &[n_tokens, width], dtype, &rng.vec(n_tokens * width, -3.0, 3.0));
+                            let epilogue = Epilogue { bias: with_bias.then_some(&bias), accumulate, column };
+                            let what = format!(
+                                "{name} {ty} [{rows}, {cols}] × {n_tokens} tokens, bias {with_bias}, accumulate \
+                                 {accumulate}, column {column} of {width} ({device}: {})",
+                                variant(&gpu, dtype)
+                            );
+                            let dispatches =
+                                kernel(&gpu, &wt, &x, &y, epilogue).unwrap_or_else(|e| panic!("{what}: {e}"));
+                            let got = run(&gpu, &dispatches, &y);
+                            let (product, scale) = reference(&w, &x_seen, n_tokens);
+                            let mut want = Vec::new();
+                            let mut scales = Vec::new();
+                            let mut inside = Vec::new();
+                            for t in 0..n_tokens {
+                                for c in 0..width {
+                                    let before = f64::from(y_before[t * width + c]);
+                                    if (column..column + rows).contains(&c) {
+                                        let r = c - column;
+                                        let mut v = product[t * rows + r];
+                                        let mut sc = scale[t * rows + r];
+                                        if with_bias {
+                                            v += f64::from(bias_values[r]);
+                                            sc += f64::from(bias_values[r].abs());
+                                        }
+                                        if accumulate {
+                                            v += before;
+                                            sc += before.abs();
+                                        }
+                                        want.push(v);
+                                        scales.push(sc);
+                                        inside.push(got[t * width + c]);
+                                    } else {
+                                        let kept = got[t * width + c];
+                                        assert_eq!(
+                                            kept.to_bits(),
+                                            y_before[t * width + c].to_bits(),
+                                            "{what}: column {c} of token {t} outside the product changed"
+                                        );
+                                    }
+                                }
+                            }
+                            check_product(&what, rows, &inside, &want, &scales, tolerance(dtype));
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("matmul epilogues: {cases} cases in {:.2?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -545,11 +970,28 @@ fn kernels_reject_bad_arguments() {
     let usage = ErrorCode::Usage;
     assert!(matmul(&gpu, &q4k, &x, &y).is_ok());
     err(matmul(&gpu, &q4k, &f32_tensor(&[2, 255]), &y), usage, "x rows of the wrong length");
-    err(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 7])), usage, "y of the wrong width");
+    err(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 5])), usage, "y narrower than the weight's rows");
+    assert!(matmul(&gpu, &q4k, &x, &f32_tensor(&[2, 7])).is_ok(), "a wider y takes the product in its first columns");
+    let past_the_end = Epilogue { column: 1, ..Epilogue::default() };
+    err(matmul_into(&gpu, &q4k, &x, &y, past_the_end), usage, "a column offset past y's width");
+    let short_bias = f32_tensor(&[5]);
+    let with_short_bias = Epilogue { bias: Some(&short_bias), ..Epilogue::default() };
+    err(matmul_into(&gpu, &q4k, &x, &y, with_short_bias), usage, "a bias of 5 for 6 rows");
+    let u32_bias = Tensor::new(&gpu, "b", &[6], DType::U32).unwrap();
+    err(matmul_into(&gpu, &q4k, &x, &y, Epilogue { bias: Some(&u32_bias), ..Epilogue::default() }), usage, "u32 bias");
     err(matmul(&gpu, &q4k, &x, &f32_tensor(&[3, 6])), usage, "y with another token count");
     err(matmul(&gpu, &q4k, &x, &x), usage, "y aliasing x");
     err(matmul_vec(&gpu, &q4k, &f32_tensor(&[9, 256]), &f32_tensor(&[9, 6])), usage, "9 tokens for matmul_vec");
-    err(matmul_tiled_with(&gpu, &q4k, &x, &y, 32), usage, "tiles of 32 rows");
+    let tiled = |shape: TileShape, f16_tiles: bool, step: Option<&Tensor>| {
+        let kernel = TiledKernel { shape, f16_tiles, double_buffer: false };
+        matmul_tiled_with(&gpu, &q4k, &x, &y, Epilogue::default(), kernel, step)
+    };
+    let bad_shape = TileShape { thread_tokens: 3, ..GPU_TILES[0] };
+    err(tiled(bad_shape, false, None), usage, "3 tokens per invocation");
+    err(tiled(TileShape { k_slices: 16, ..GPU_TILES[3] }, false, None), usage, "16 k slices");
+    err(tiled(GPU_TILES[1], true, None), usage, "f16 tiles without shader-f16");
+    err(tiled(GPU_TILES[1], false, Some(&f32_tensor(&[4]))), usage, "an f32 step");
+    assert!(tiled(GPU_TILES[3], false, Some(&Tensor::new(&gpu, "s", &[4], DType::U32).unwrap())).is_ok());
     let x16 = Tensor::from_f16(&gpu, "x16", &[2, 256], &to_f16(&[0.5; 512])).unwrap();
     err(matmul(&gpu, &q4k, &x16, &y), usage, "f16 x without shader-f16");
     let u32_weight = SplitWeight::new(&gpu, "w", 6, 256, DType::U32).unwrap();

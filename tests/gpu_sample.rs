@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use gpu_common::{gpu, gpus, Rng};
 use pollster::block_on;
-use webr1::gpu::ops::{argmax, draw_uniform, sample, SamplingParams};
+use webr1::gpu::ops::{argmax, argmax_next, draw_uniform, sample, sample_next, NextStep, SamplingParams};
 use webr1::gpu::{DType, Dispatch, Gpu, Tensor};
 use webr1::ErrorCode;
 
@@ -463,6 +463,52 @@ fn draws_fit_a_real_models_distribution() {
     .enumerate()
     {
         check_fit(gpu, &row, chain, 0xBEEF + k as u64, DRAWS);
+    }
+}
+
+/// With a next step, the pass that picks the token also writes it as the next decode step's token and moves the
+/// step on: `[n_past, n_tokens]` becomes `[n_past + n_tokens, 1]`, for argmax and for the sampler chain (greedy and
+/// drawn), step after step when the list is replayed.
+#[test]
+fn the_chosen_token_becomes_the_next_steps_input() {
+    let mut rng = Rng::new(0x5A3B_0010);
+    for (device, gpu) in gpus() {
+        let n = 3000;
+        let mut row = rng.vec(n, -2.0, 2.0);
+        row[1234] = 9.0;
+        let logits = Tensor::from_f32(&gpu, "logits", &[n], &row).unwrap();
+        let out = Tensor::new(&gpu, "out", &[2], DType::U32).unwrap();
+        let ids = Tensor::from_u32(&gpu, "ids", &[4, 1], &[7, 7, 7, 7]).unwrap();
+        let step = Tensor::from_u32(&gpu, "step", &[4], &[10, 3, 0, 0]).unwrap();
+        let next = Some(NextStep { ids: &ids, step: &step });
+        let greedy = SamplingParams::greedy().tensor(&gpu, "greedy").unwrap();
+        let drawn = SamplingParams::new(1.0, 5, 1.0, 0.0, 42, 0).tensor(&gpu, "drawn").unwrap();
+        let lists = [
+            ("argmax", argmax_next(&gpu, &logits, 0, n, &out, 1, next).unwrap()),
+            ("greedy sample", sample_next(&gpu, &logits, 0, n, &greedy, &out, 1, next).unwrap()),
+            ("drawn sample", sample_next(&gpu, &logits, 0, n, &drawn, &out, 1, next).unwrap()),
+        ];
+        let mut n_past = 10;
+        let mut n_tokens = 3;
+        for (what, list) in &lists {
+            for _ in 0..2 {
+                let token = run_once(&gpu, list, &out, 1);
+                if *what != "drawn sample" {
+                    assert_eq!(token, 1234, "{what} ({device})");
+                }
+                let ids_now = block_on(ids.read_u32(&gpu)).unwrap();
+                let step_now = block_on(step.read_u32(&gpu)).unwrap();
+                n_past += n_tokens;
+                n_tokens = 1;
+                assert_eq!(ids_now, [token, 7, 7, 7], "{what} ({device}): the token is the next step's first");
+                assert_eq!(step_now, [n_past, 1, 0, 0], "{what} ({device}): the step moves past the tokens");
+            }
+        }
+        let plain = argmax(&gpu, &logits, 0, n, &out, 0).unwrap();
+        run_once(&gpu, &plain, &out, 0);
+        assert_eq!(block_on(step.read_u32(&gpu)).unwrap()[0], n_past, "without a next step nothing moves ({device})");
+        let bad = Some(NextStep { ids: &logits, step: &step });
+        assert_eq!(argmax_next(&gpu, &logits, 0, n, &out, 0, bad).unwrap_err().code, ErrorCode::Usage);
     }
 }
 

@@ -43,18 +43,10 @@ fn plan_of(name: &str, options: &EngineOptions) -> Option<webr1::Result<MemoryPl
     Some(Engine::plan(&gpu, &config, &tensors, options))
 }
 
-/// Bytes of the buffers holding the weights, read from the loaded tensors themselves.
+/// Bytes of the buffers holding the weights, read from the loaded tensors themselves (every part of every weight,
+/// stacked ones and their biases included).
 fn weight_buffer_bytes(w: &Weights) -> u64 {
-    let matrix = |m: &webr1::gpu::SplitWeight| m.parts().iter().map(|p| p.tensor.buffer().size()).sum::<u64>();
-    let vector = |t: &webr1::gpu::Tensor| t.buffer().size();
-    let mut sum = matrix(&w.token_embd) + vector(&w.output_norm);
-    sum += w.output.as_ref().map_or(0, matrix) + w.rope_freqs.as_ref().map_or(0, vector);
-    for l in &w.layers {
-        sum += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].into_iter().map(matrix).sum::<u64>();
-        sum += vector(&l.attn_norm) + vector(&l.ffn_norm);
-        sum += l.bias.as_ref().map_or(0, |b| b.iter().map(vector).sum());
-    }
-    sum
+    w.tensors().iter().map(|(_, _, t)| t.buffer().size()).sum()
 }
 
 fn within(what: &str, got: u64, want: u64, tolerance: f64) {

@@ -99,6 +99,9 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method == "POST" && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        head.push_str("Content-Type: application/json\r\n");
+    }
     head.push_str(&format!("Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n", body.len()));
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -183,6 +186,94 @@ fn the_openai_python_client_streams_and_not_with_the_same_answer() {
     assert!(stream["chunks"].as_u64().unwrap() >= 4, "streamed in pieces: {stream}");
 }
 
+/// Tool calls and structured output through the official `openai` client (tests/serve/tools_client.py), on smol135,
+/// whose template knows no tools (webr1's generic format): a required call and a named one parse into `tool_calls`
+/// with arguments valid for their schemas, the stream carries the same call in pieces, a round trip with a `tool`
+/// message answers in text, and `parse` with a pydantic model gives the parsed object.
+#[test]
+fn the_openai_client_gets_tool_calls_and_parsed_json() {
+    let Some(server) = Server::start(&["--f32"]) else { return };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/tools_client.py");
+    let base = format!("http://{}/v1", server.addr);
+    let started = Instant::now();
+    let out = Command::new("python3").arg(&script).args([&base, "smol135.gguf"]).output().expect("python3 runs");
+    if out.status.code() == Some(3) && !common::in_ci() {
+        eprintln!("SKIP: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    assert!(out.status.success(), "the openai client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    eprintln!("openai client saw ({:.0}s): {seen:#}", started.elapsed().as_secs_f64());
+    let required = &seen["required"];
+    assert_eq!(required["finish_reason"], "tool_calls");
+    assert_eq!(required["content"], Value::Null);
+    let calls = required["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "parallel_tool_calls false: one call");
+    assert_eq!(calls[0]["type"], "function");
+    assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
+    let stream = &seen["stream"];
+    assert_eq!(stream["finish_reason"], "tool_calls");
+    assert_eq!(stream["names"], json!([calls[0]["name"]]), "the stream calls the same function at temperature 0");
+    assert_eq!(stream["arguments"], json!([calls[0]["arguments"]]));
+    assert!(stream["argument_pieces"].as_u64().unwrap() >= 2, "arguments stream in pieces: {stream}");
+    let round_trip = &seen["round_trip"];
+    assert!(round_trip["finish_reason"] == "length" || round_trip["finish_reason"] == "stop", "{round_trip}");
+    assert!(!round_trip["content"].as_str().unwrap_or_default().is_empty(), "{round_trip}");
+    assert_eq!(seen["named"]["finish_reason"], "tool_calls");
+    assert_eq!(seen["named"]["calls"], json!([["get_time", "{}"]]), "get_time takes no arguments");
+    let parse = &seen["parse"];
+    assert_eq!(parse["type"], "City", "{parse}");
+    assert_eq!(parse["finish_reason"], "stop");
+    let city = &parse["parsed"];
+    assert!(city["name"].is_string() && city["country"].is_string() && city["population_millions"].is_number());
+}
+
+/// Bad structured-output requests: a 400 with an OpenAI-style error and webr1's code, each in under a second, and the
+/// server still serves.
+#[test]
+fn bad_schemas_and_tools_get_400_at_once() {
+    let Some(server) = Server::start(&[]) else { return };
+    let user = r#"[{"role":"user","content":"hi"}]"#;
+    let tool = r#"{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}"#;
+    let schema = |s: &str| {
+        format!(
+            r#"{{"messages":{user},"response_format":{{"type":"json_schema","json_schema":{{"name":"x","schema":{s}}}}}}}"#
+        )
+    };
+    let deep = format!("{}{{}}{}", r#"{"type":"array","items":"#.repeat(10_000), "}".repeat(10_000));
+    let cases: Vec<(String, &str, Option<&str>)> = vec![
+        (schema(r#"{"type":"strin"}"#), "strin", Some("structured.schema")),
+        (schema(r#"{"type":"object","dependentSchemas":{"a":{}}}"#), "dependentSchemas", Some("structured.schema")),
+        (schema(r##"{"$ref":"#"}"##), "admits no value", Some("structured.schema")),
+        (schema(&deep), "recursion limit", None),
+        (schema(&format!(r#"{{"enum":[{}]}}"#, (0..2000).map(|i| i.to_string()).collect::<Vec<_>>().join(","))), "enum", Some("structured.schema")),
+        (format!(r#"{{"messages":{user},"grammar":"start: nope"}}"#), "nope", Some("structured.grammar")),
+        (format!(r#"{{"messages":{user},"regex":"(open"}}"#), "regex", Some("structured.grammar")),
+        (format!(r#"{{"messages":{user},"tools":[{tool}],"tool_choice":{{"type":"function","function":{{"name":"g"}}}}}}"#), "\"g\"", Some("tools.invalid")),
+        (format!(r#"{{"messages":{user},"tools":{{"f":1}}}}"#), "tools must be an array", Some("tools.invalid")),
+        (format!(r#"{{"messages":{user},"tools":[{{"type":"function","function":{{"name":"a b"}}}}]}}"#), "function.name", Some("tools.invalid")),
+        (format!(r#"{{"messages":{user},"tools":[{tool}],"tool_choice":"sometimes"}}"#), "sometimes", Some("tools.invalid")),
+        (r#"{"messages":[{"role":"user","content":"hi"},{"role":"tool","content":"42"}]}"#.into(), "tool_call_id", Some("tools.invalid")),
+        (r#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}]}"#.into(), "id", Some("tools.invalid")),
+    ];
+    for (body, says, code) in &cases {
+        let started = Instant::now();
+        let (status, value) = server.post(body);
+        let took = started.elapsed();
+        assert_eq!(status, 400, "{} → {value}", &body[..body.len().min(200)]);
+        let message = value["error"]["message"].as_str().unwrap_or_else(|| panic!("an OpenAI error body: {value}"));
+        assert!(message.contains(says), "{message:?} should mention {says:?}");
+        assert_eq!(value["error"]["type"], "invalid_request_error");
+        if let Some(code) = code {
+            assert_eq!(value["error"]["code"], *code, "{value}");
+        }
+        assert!(took < Duration::from_secs(1), "{says}: {took:?}");
+        eprintln!("{:>6.1} ms  400 {message}", took.as_secs_f64() * 1e3);
+    }
+    let after = server.chat(&ask("Hi", 1));
+    assert_eq!(after["usage"]["completion_tokens"], 1, "still serving: {after}");
+}
+
 #[test]
 fn sixteen_clients_are_served_in_order_with_the_answers_they_get_alone() {
     let Some(server) = Server::start(&["--queue", "16"]) else { return };
@@ -245,7 +336,8 @@ fn disconnects_free_the_engine_a_full_queue_refuses_and_bad_requests_get_400() {
         let mut stream = TcpStream::connect(&addr).unwrap();
         let body = long_stream().to_string();
         let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(head.as_bytes()).unwrap();
@@ -295,7 +387,7 @@ fn malformed_requests_get_400(server: &Server) {
         (format!(r#"{{"messages":{user},"stop":[1]}}"#), "stop"),
         (format!(r#"{{"messages":{user},"stream":"please"}}"#), "stream"),
         (format!(r#"{{"messages":{user},"n":3}}"#), "n must be 1"),
-        (format!(r#"{{"messages":{user},"tools":[]}}"#), "tools"),
+        (format!(r#"{{"messages":{user},"tools":[{{"type":"function"}}]}}"#), "tools[0]"),
     ];
     for (body, says) in &cases {
         let (status, value) = server.post(body);
@@ -313,7 +405,8 @@ fn malformed_requests_get_400(server: &Server) {
 
 fn api_key_and_cors(server: &Server) {
     let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let head = format!("GET /v1/models HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    stream.write_all(head.as_bytes()).unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 401"), "no key, no service: {raw}");

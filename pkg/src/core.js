@@ -59,12 +59,32 @@ export async function loadCore(model, options = {}, onProgress, signal) {
     },
     progress,
   );
-  return new CoreEngine(engine, memory, peak);
+  return new CoreEngine(engine, memory, peak, { model, options });
 }
 
 export class CoreEngine {
-  constructor(engine, wasm, loadPeak) {
-    Object.assign(this, { engine, wasm, loadPeak });
+  constructor(engine, wasm, loadPeak, from) {
+    Object.assign(this, { engine, wasm, loadPeak, from });
+  }
+
+  // Loads the model again from where it came (a cached download is read from the cache) onto a new GPU device, after
+  // the device was lost (`gpu.device_lost`); the old engine is freed.
+  async reload(onProgress) {
+    const fresh = await loadCore(this.from.model, this.from.options, onProgress);
+    const old = this.engine;
+    Object.assign(this, { engine: fresh.engine, loadPeak: fresh.loadPeak });
+    try {
+      old.unload();
+      old.free();
+    } catch {
+      // A lost device has nothing left to free.
+    }
+  }
+
+  // A hook for tests (not part of the package's API): destroys the engine's GPUDevice, as a driver reset or a
+  // reclaimed background tab loses it.
+  loseDevice() {
+    this.engine.lose_device();
   }
 
   info() {
@@ -82,6 +102,15 @@ export class CoreEngine {
   // logits of `ids` from position 0, `[{top: [[id, logit], ...], lse}, ...]` with the `topK` highest of each position.
   teacherForced(ids, topK = 10) {
     return this.engine.teacher_forced(Uint32Array.from(ids), topK);
+  }
+
+  // A hook for measurements and tests (not part of the package's API): `webr1 bench --profile` in the browser.
+  // Profiles `tokens` greedy decode steps (after a prefill of `prompt` tokens unless 0; each after an unprofiled
+  // warm-up run unless `warmup` is false) and resolves to `{decode, prefill}`: dispatches, submissions, waits and bytes
+  // read per token, GPU time per op where the adapter has timestamp-query (`timing`), wall time per token always. A
+  // cached chat prefix is lost.
+  profile({ tokens = 8, prompt = 0, warmup = true } = {}) {
+    return this.engine.profile(tokens, prompt, warmup);
   }
 
   abort() {

@@ -62,7 +62,10 @@ function blobSource(blobs, signal) {
   };
 }
 
-// --- The cache: <key>.gguf holds a file, <key>.json its URL and size, written only once the file is complete. ---
+// --- The cache: <key>.gguf holds a file, <key>.json its URL, size and modification time, written only once the file
+// is complete. A cached file is used only while it matches: a file cut short, or written to since (a flipped bit), is
+// removed and downloaded again. A write that fails (a full disk, the origin's storage quota) removes the partial file
+// and fails the load with `io.write`. ---
 
 async function cacheDir() {
   try {
@@ -78,15 +81,24 @@ async function cacheKey(url) {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-// The cached File for `url`, or null unless it is complete (its size is the one recorded when it was finished).
+// The cached File for `url`, or null unless it is complete and unchanged (its size and modification time are those
+// recorded when it was finished). A file that does not match is removed, so that it is downloaded again.
 async function cachedFile(dir, key, url) {
+  let meta;
+  let file;
   try {
-    const meta = JSON.parse(await (await (await dir.getFileHandle(`${key}.json`)).getFile()).text());
-    const file = await (await dir.getFileHandle(`${key}.gguf`)).getFile();
-    return meta.url === url && file.size === meta.size ? file : null;
+    meta = JSON.parse(await (await (await dir.getFileHandle(`${key}.json`)).getFile()).text());
+    file = await (await dir.getFileHandle(`${key}.gguf`)).getFile();
   } catch {
     return null;
   }
+  if (meta.url === url && file.size === meta.size && file.lastModified === meta.modified) return file;
+  await removeEntries(dir, key);
+  return null;
+}
+
+async function removeEntries(dir, key) {
+  for (const name of [`${key}.json`, `${key}.gguf`]) await dir.removeEntry(name).catch(() => {});
 }
 
 // Writes one download into the cache; commits only when all `length` bytes arrived in order.
@@ -105,13 +117,18 @@ class CacheWriter {
     Object.assign(this, { dir, key, url, length, writable, written: 0, failed: false });
   }
 
+  // Appends a chunk; a write that fails removes the partial file and throws `io.write`.
   async write(chunk) {
     if (this.failed) return;
     try {
       await this.writable.write({ type: 'write', position: this.written, data: chunk });
       this.written += chunk.byteLength;
-    } catch {
-      this.drop();
+    } catch (e) {
+      await this.drop();
+      throw webr1Error(
+        'io.write',
+        `caching the model in this site's storage failed after ${this.written} bytes (${e?.name ?? 'Error'}: ${e?.message ?? e}); the partial file was removed. Free some storage, or load with cache: false`,
+      );
     }
   }
 
@@ -119,19 +136,22 @@ class CacheWriter {
     if (this.failed || this.written !== this.length) return this.drop();
     try {
       await this.writable.close();
+      const file = await (await this.dir.getFileHandle(`${this.key}.gguf`)).getFile();
       const meta = await this.dir.getFileHandle(`${this.key}.json`, { create: true });
       const out = await meta.createWritable();
-      await out.write(JSON.stringify({ url: this.url, size: this.length, cached_at: Date.now() }));
+      await out.write(JSON.stringify({ url: this.url, size: file.size, modified: file.lastModified, cached_at: Date.now() }));
       await out.close();
     } catch {
-      this.failed = true;
+      await this.drop();
     }
   }
 
-  drop() {
+  // Gives up caching this file: the partial file is removed.
+  async drop() {
     if (this.failed) return;
     this.failed = true;
-    this.writable.abort().catch(() => {});
+    await this.writable.abort().catch(() => {});
+    await removeEntries(this.dir, this.key);
   }
 }
 

@@ -4,7 +4,7 @@
 //! - [`ChatTemplate`] compiles a GGUF's `tokenizer.chat_template` once (minijinja, set up as transformers sets up
 //!   jinja2) and [`ChatTemplate::render`]s conversations of [`Message`]s to the exact prompt text.
 //! - [`ChatTemplate::render_segments`] cuts the prompt into the control tokens the template wrote and plain text, so
-//!   that a user who types `<｜Assistant｜>` cannot forge a turn (DESIGN decision 8): the tokenizer encodes
+//!   that a user who types `<｜Assistant｜>` cannot forge a turn (ARCHITECTURE.md §8): the tokenizer encodes
 //!   [`Segment::Control`] as control ids and [`Segment::Text`] as text.
 //! - [`ReasoningSplitter`] turns the streamed output into [`Delta::Reasoning`] and [`Delta::Content`], DeepSeek's
 //!   `reasoning_content` and `content`.
@@ -19,11 +19,13 @@ mod reasoning;
 mod safe;
 mod strftime;
 mod template;
+pub mod tools;
 
 pub use prompt::Prompt;
 pub use reasoning::{prompt_starts_in_reasoning, Delta, ReasoningSplitter, THINK_CLOSE, THINK_OPEN};
 pub use safe::{Segment, END_MARKER, MARKER};
-pub use template::{ChatTemplate, Message};
+pub use template::{ChatTemplate, FunctionCall, Message, ToolCall};
+pub use tools::{ToolCallDelta, ToolChoice, ToolFormat, Tools};
 
 use crate::gguf::{Gguf, Metadata};
 use crate::{err, Result};

@@ -21,8 +21,18 @@ impl ChatTemplate {
     /// template already wrote the BOS text, that is the one). This is llama.cpp's prompt rule (see the fixtures
     /// README), made safe against turn markers typed into messages.
     pub fn prompt(&self, tokenizer: &Tokenizer, messages: &[Message]) -> Result<Prompt> {
+        self.prompt_with_tools(tokenizer, messages, None)
+    }
+
+    /// [`ChatTemplate::prompt`] with the template variable `tools` set (see [`super::tools`]).
+    pub fn prompt_with_tools(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Prompt> {
         let controls = tokenizer.control_texts();
-        let segments = self.render_segments(messages, true, &controls)?;
+        let segments = self.render_segments_with_tools(messages, true, &controls, tools)?;
         let ids = tokenizer.encode_segments(&segments, true)?;
         let text: String = segments.iter().map(Segment::as_str).collect();
         Ok(Prompt { starts_in_reasoning: prompt_starts_in_reasoning(&text), ids, text })

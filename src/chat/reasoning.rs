@@ -70,6 +70,11 @@ impl ReasoningSplitter {
         matches!(self.phase, Phase::ReasoningStart | Phase::Reasoning)
     }
 
+    /// Whether the output has reached the answer (after `</think>`, or past the start of an output without one).
+    pub fn in_answer(&self) -> bool {
+        matches!(self.phase, Phase::ContentStart | Phase::Content)
+    }
+
     /// Feeds the next piece of output; returns what can be emitted now (possibly nothing).
     pub fn push(&mut self, delta: &str) -> Vec<Delta> {
         let mut text = std::mem::take(&mut self.held);

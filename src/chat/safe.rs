@@ -1,5 +1,5 @@
 //! Safe rendering: the rendered prompt cut into the control tokens the template wrote and the text around them, so that
-//! text typed by a user never becomes a control token (DESIGN decision 8).
+//! text typed by a user never becomes a control token (ARCHITECTURE.md §8).
 //!
 //! A rendered prompt is one string in which a turn marker written by the template (`<｜Assistant｜>`) and the same
 //! characters typed by a user look alike. [`ChatTemplate::render_segments`] tells them apart by marking the user's copy
@@ -71,16 +71,27 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         control_tokens: &[&str],
     ) -> Result<Vec<Segment>> {
+        self.render_segments_with_tools(messages, add_generation_prompt, control_tokens, None)
+    }
+
+    /// [`ChatTemplate::render_segments`] with the template variable `tools` set (its strings, the tools'
+    /// descriptions among them, are defused like message text).
+    pub fn render_segments_with_tools(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        control_tokens: &[&str],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<Segment>> {
         let tokens = ControlTokens::new(control_tokens)?;
-        let plain = self.render(messages, add_generation_prompt)?;
-        let defused: Vec<Message> = messages
-            .iter()
-            .map(|m| Message { role: tokens.defuse(&m.role), content: tokens.defuse(&m.content) })
-            .collect();
-        let segments = if defused == messages {
+        let plain = self.render_with_tools(messages, add_generation_prompt, tools)?;
+        let defuse = |s: &str| tokens.defuse(s);
+        let defused: Vec<Message> = messages.iter().map(|m| m.map_text(defuse)).collect();
+        let defused_tools = tools.map(|t| super::template::map_strings(t, &defuse));
+        let segments = if defused == messages && defused_tools.as_ref() == tools {
             tokens.split(&plain)
         } else {
-            tokens.split(&self.render(&defused, add_generation_prompt)?)
+            tokens.split(&self.render_with_tools(&defused, add_generation_prompt, defused_tools.as_ref())?)
         };
         check_joined(&segments, &plain)?;
         Ok(segments)

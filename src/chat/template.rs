@@ -3,7 +3,8 @@
 //!
 //! transformers renders with jinja2: `ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
 //! extensions=[loopcontrols])`, globals `raise_exception(msg)` and `strftime_now(fmt)`, its own `tojson` filter, and the
-//! variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token` (`tools` stays undefined here). webr1 does the
+//! variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, and `tools` when a request has tools
+//! (undefined otherwise; see [`super::tools`]). webr1 does the
 //! same with minijinja and closes the gaps between the two engines:
 //!
 //! - Python string and dict methods (`content.split('</think>')[-1]`, `.strip()`, `.items()`, ...) come from
@@ -48,17 +49,44 @@ const FUEL_PER_TWO_BYTES: u64 = 1;
 /// Extra fuel per message (the instructions of one loop iteration, with room to spare).
 const FUEL_PER_MESSAGE: u64 = 2_000;
 
-/// One chat message. `role` is `system`, `user` or `assistant` for the templates webr1 ships with, but any text is
-/// passed on to the template as it is.
+/// One chat message. `role` is `system`, `user`, `assistant` or `tool` for the templates webr1 ships with, but any
+/// text is passed on to the template as it is. An assistant message may carry the tool calls it made (OpenAI's
+/// `tool_calls`), a `tool` message the id of the call it answers (`tool_call_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// A call an assistant message made, in OpenAI's shape (`{id, type: "function", function: {name, arguments}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+/// A called function: its name and arguments (a JSON text, as OpenAI sends them; a template that prints arguments as
+/// an object gets them parsed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+fn function_type() -> String {
+    "function".into()
 }
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self { role: role.into(), content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
     }
 
     pub fn system(content: impl Into<String>) -> Self {
@@ -73,24 +101,100 @@ impl Message {
         Self::new("assistant", content)
     }
 
-    /// Messages from JSON as the OpenAI API sends them: an array of `{"role": string, "content": ...}` objects whose
-    /// content is a string, `null` (empty), or an array of parts of which the `{"type": "text", "text": ...}` ones are
-    /// joined. Anything else is a `chat.bad_messages` error that says which message is wrong.
-    pub fn list_from_json(json: &serde_json::Value) -> Result<Vec<Message>> {
-        let list = json.as_array().ok_or_else(|| err!(ChatBadMessages, "messages must be an array"))?;
-        list.iter().enumerate().map(|(i, m)| Self::from_json(m).map_err(|e| bad_message(i, e))).collect()
+    /// The same message with `f` applied to every text a caller wrote (role, content, tool call ids, names and
+    /// string arguments): how safe rendering defuses them.
+    pub fn map_text(&self, f: impl Fn(&str) -> String) -> Message {
+        let tool_calls = self
+            .tool_calls
+            .iter()
+            .map(|c| ToolCall {
+                id: f(&c.id),
+                kind: f(&c.kind),
+                function: FunctionCall { name: f(&c.function.name), arguments: map_strings(&c.function.arguments, &f) },
+            })
+            .collect();
+        Message {
+            role: f(&self.role),
+            content: f(&self.content),
+            tool_calls,
+            tool_call_id: self.tool_call_id.as_deref().map(&f),
+        }
     }
 
-    fn from_json(json: &serde_json::Value) -> std::result::Result<Message, String> {
-        let object = json.as_object().ok_or("it is not an object")?;
-        let role = object.get("role").and_then(|r| r.as_str()).ok_or("it has no string 'role'")?;
+    /// Messages from JSON as the OpenAI API sends them: an array of `{"role": string, "content": ...}` objects whose
+    /// content is a string, `null` (empty), or an array of parts of which the `{"type": "text", "text": ...}` ones are
+    /// joined; an assistant message may hold `tool_calls` (each with an `id` and a `function` with a `name` and
+    /// `arguments`), a `tool` message needs its `tool_call_id`. Anything else is a `chat.bad_messages` error (or
+    /// `tools.invalid` for the tool fields) that says which message is wrong.
+    pub fn list_from_json(json: &serde_json::Value) -> Result<Vec<Message>> {
+        let list = json.as_array().ok_or_else(|| err!(ChatBadMessages, "messages must be an array"))?;
+        list.iter().enumerate().map(|(i, m)| Self::from_json(i, m)).collect()
+    }
+
+    fn from_json(index: usize, json: &serde_json::Value) -> Result<Message> {
+        let bad = |why: &str| bad_message(index, why.to_string());
+        let object = json.as_object().ok_or_else(|| bad("it is not an object"))?;
+        let role = object.get("role").and_then(|r| r.as_str()).ok_or_else(|| bad("it has no string 'role'"))?;
         let content = match object.get("content") {
             None | Some(serde_json::Value::Null) => String::new(),
             Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(parts)) => text_parts(parts)?,
-            Some(_) => return Err("its 'content' is neither a string nor an array of parts".into()),
+            Some(serde_json::Value::Array(parts)) => text_parts(parts).map_err(|e| bad_message(index, e))?,
+            Some(_) => return Err(bad("its 'content' is neither a string nor an array of parts")),
         };
-        Ok(Message::new(role, content))
+        let mut message = Message::new(role, content);
+        let tool_error = |why: String| err!(ToolsInvalid, "message {index}: {why}");
+        match object.get("tool_calls") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(calls)) => {
+                message.tool_calls = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| tool_call_from_json(j, c))
+                    .collect::<Result<_, _>>()
+                    .map_err(tool_error)?;
+            }
+            Some(_) => return Err(tool_error("'tool_calls' must be an array".into())),
+        }
+        match object.get("tool_call_id") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(id)) => message.tool_call_id = Some(id.clone()),
+            Some(_) => return Err(tool_error("'tool_call_id' must be a string".into())),
+        }
+        if role == "tool" && message.tool_call_id.is_none() {
+            return Err(tool_error("a tool message needs the 'tool_call_id' of the call it answers".into()));
+        }
+        Ok(message)
+    }
+}
+
+fn tool_call_from_json(j: usize, call: &serde_json::Value) -> std::result::Result<ToolCall, String> {
+    let id = call.get("id").and_then(|v| v.as_str()).ok_or_else(|| format!("tool_calls[{j}] has no string 'id'"))?;
+    let function = call.get("function").ok_or_else(|| format!("tool_calls[{j}] has no 'function'"))?;
+    let name = function
+        .get("name")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("tool_calls[{j}].function has no string 'name'"))?;
+    let arguments = match function.get("arguments") {
+        Some(serde_json::Value::String(s)) => serde_json::Value::String(s.clone()),
+        Some(v @ serde_json::Value::Object(_)) => serde_json::Value::String(v.to_string()),
+        None | Some(serde_json::Value::Null) => serde_json::Value::String("{}".into()),
+        Some(_) => return Err(format!("tool_calls[{j}].function.arguments must be a JSON string")),
+    };
+    Ok(ToolCall {
+        id: id.to_string(),
+        kind: function_type(),
+        function: FunctionCall { name: name.to_string(), arguments },
+    })
+}
+
+/// `value` with `f` applied to every string in it (object keys included).
+pub(crate) fn map_strings(value: &serde_json::Value, f: &impl Fn(&str) -> String) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(f(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| map_strings(v, f)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (f(k), map_strings(v, f))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -172,7 +276,21 @@ impl ChatTemplate {
 
     /// Renders the conversation; with `add_generation_prompt` the text ends where the assistant's answer begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let input_bytes: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// [`ChatTemplate::render`] with the template variable `tools` set (OpenAI's tool list, as transformers passes
+    /// it) when `tools` is given.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String> {
+        let call_bytes =
+            |m: &Message| -> usize { m.tool_calls.iter().map(|c| c.function.arguments.to_string().len() + 64).sum() };
+        let input_bytes: usize = messages.iter().map(|m| m.role.len() + m.content.len() + call_bytes(m)).sum::<usize>()
+            + tools.map_or(0, |t| t.to_string().len());
         let mut env = self.env.clone();
         env.set_fuel(Some(fuel_budget(input_bytes, messages.len())));
         if let Some(now) = self.now.or_else(system_now) {
@@ -185,6 +303,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
+            tools => tools.map_or(Value::UNDEFINED, |t| Value::from(minijinja::value::Serde(t))),
         };
         template.render(ctx).map_err(template_error)
     }

@@ -4,7 +4,10 @@
 //!
 //! `--shape NAME` measures a synthetic model instead of a file: the weights `webr1 synth NAME` would write (same
 //! quantisation, seed and vocabulary options), made on the fly and streamed to the GPU, so no file is needed and the
-//! dispatch lists are those of the file. `--dispatches` prints those lists instead of measuring.
+//! dispatch lists are those of the file. `--dispatches` prints those lists instead of measuring, `--profile` a profile
+//! of the decode steps and the prefill ([`profile`]).
+
+mod profile;
 
 use clap::Args;
 use serde_json::json;
@@ -28,9 +31,16 @@ pub struct BenchArgs {
     /// dispatch a line, instead of measuring.
     #[arg(long)]
     dispatches: bool,
-    /// Prompt tokens processed in one prefill (0 skips the test).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-    n_prompt: usize,
+    /// Profile -n decode steps and a prefill of -p tokens instead of timing them: per op kind and weight type, calls,
+    /// GPU time (timestamp queries, where the adapter has them), share and GB/s per token; dispatches, bytes read
+    /// (weights, KV, activations) and CPU waits per token; the prefill by GEMM, attention and the rest. -r does not
+    /// apply. With --json, one object.
+    #[arg(long, conflicts_with = "dispatches")]
+    profile: bool,
+    /// Prompt tokens processed in one prefill (0 skips the test); several sizes separated by commas
+    /// (`-p 512,4096`) give a test each.
+    #[arg(short = 'p', long = "n-prompt", default_value = "512", value_delimiter = ',')]
+    n_prompt: Vec<usize>,
     /// Tokens generated one at a time (0 skips the test).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
@@ -59,10 +69,11 @@ struct Row {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.n_prompt == 0 && args.n_gen == 0 {
+    let prompts: Vec<usize> = args.n_prompt.iter().copied().filter(|&n| n > 0).collect();
+    if prompts.is_empty() && args.n_gen == 0 {
         return Err(err!(Usage, "nothing to measure: -p and -n are both 0"));
     }
-    let ctx = args.n_prompt.max(args.n_gen) + 1;
+    let ctx = prompts.iter().copied().max().unwrap_or(0).max(args.n_gen) + 1;
     let options = super::engine_options(args.f32, Some(ctx), &args.device);
     let (mut engine, describe) = match &args.shape {
         Some(name) => {
@@ -83,12 +94,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Err(err!(Usage, "the model's context of {} tokens is shorter than the test", engine.context_length()));
     }
     if args.dispatches {
-        return print_dispatches(&mut engine, args.n_prompt);
+        return print_dispatches(&mut engine, prompts.first().copied().unwrap_or(0));
+    }
+    if args.profile {
+        return profile::run(&mut engine, &describe, args, &prompts);
     }
     let mut rows = Vec::new();
-    if args.n_prompt > 0 {
-        let samples = measure(args, || prompt_speed(&mut engine, args.n_prompt))?;
-        rows.push(Row { test: format!("pp{}", args.n_prompt), n_prompt: args.n_prompt, n_gen: 0, samples });
+    for &n in &prompts {
+        let samples = measure(args, || prompt_speed(&mut engine, n))?;
+        rows.push(Row { test: format!("pp{n}"), n_prompt: n, n_gen: 0, samples });
     }
     if args.n_gen > 0 {
         let samples = measure(args, || generation_speed(&mut engine, args.n_gen))?;
@@ -139,18 +153,14 @@ fn prompt_speed(engine: &mut Engine, n: usize) -> Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// `n` decode steps of one token each, from an empty cache.
+/// `n` decode steps of one token each, from an empty cache, as generation runs them (each step is submitted before
+/// the previous step's token is read: [`webr1::engine::Session::decode_greedy`]).
 fn generation_speed(engine: &mut Engine, n: usize) -> Result<f64> {
     let first = tokens(1, engine.tokenizer().n_vocab())[0];
     let session = engine.session();
     session.rewind(0);
     let start = Instant::now();
-    let mut token = first;
-    for step in 0..n {
-        session.set_sampling(&greedy(step as u32))?;
-        session.feed(&[token])?;
-        token = pollster::block_on(session.sampled())?;
-    }
+    pollster::block_on(session.decode_greedy(first, n))?;
     Ok(n as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 

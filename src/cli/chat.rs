@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use webr1::chat::Message;
 use webr1::engine::{AbortHandle, Engine, Event, FinishReason, Input};
-use webr1::{err, Result};
+use webr1::{err, ErrorCode, Result};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -27,6 +27,7 @@ pub struct ChatArgs {
 const HELP: &str = "commands: /reset (start a new conversation), /exit (or Ctrl-D); Ctrl-C stops an answer";
 
 pub fn run(args: &ChatArgs) -> Result<()> {
+    args.generation.validate()?;
     let path = super::model::resolve(args.model.as_deref())?;
     let mut engine = super::load_engine(&path, args.generation.engine_options())?;
     let interrupts = Interrupts::install(engine.abort_handle())?;
@@ -94,7 +95,7 @@ fn answer(
                     print!("{text}");
                     flush();
                 }
-                Event::Reasoning(_) => {}
+                Event::Reasoning(_) | Event::ToolCall(_) => {}
                 Event::Content(text) => {
                     if dimmed {
                         print!("\x1b[0m\n\n");
@@ -114,7 +115,13 @@ fn answer(
         print!("\x1b[0m");
     }
     println!();
-    let finish = result?;
+    let finish = match result {
+        Err(e) if e.code == ErrorCode::ContextFull => {
+            eprintln!("webr1: {} [{}]; /reset starts a new conversation", e.message, e.code());
+            return Ok(None);
+        }
+        other => other?,
+    };
     let u = &finish.usage;
     // One write, so that a reader of the terminal never sees half of the line.
     let line = format!(

@@ -137,10 +137,12 @@ pub fn download(url: &str, dest: &Path, expected: Option<Expected>) -> Result<()
         }
         return Err(err!(DownloadVerify, "{url}: received {got} bytes, the server announced {want}"));
     }
+    // The whole file's digest: kept while the bytes arrived when one was expected, else read once now. It is
+    // recorded beside the file, so that a later change to the cached file is noticed (see super::cache).
+    let hash = check.hash.get_or_insert_with(PartHash::new);
+    hash.catch_up(&part, None).map_err(|e| err!(IoRead, "cannot read {}: {e}", part.display()))?;
+    let digest = hash.digest();
     if let Some(want) = check.expected().cloned() {
-        let hash = check.hash.get_or_insert_with(PartHash::new);
-        hash.catch_up(&part, &bar).map_err(|e| err!(IoRead, "cannot read {}: {e}", part.display()))?;
-        let digest = hash.digest();
         if digest != want.digest {
             std::fs::remove_file(&part).ok();
             return Err(err!(
@@ -156,8 +158,16 @@ pub fn download(url: &str, dest: &Path, expected: Option<Expected>) -> Result<()
         eprintln!("webr1: sha256 {} verified", sha256_hex(&digest));
     }
     std::fs::rename(&part, dest).map_err(|e| err!(IoWrite, "cannot rename {} into place: {e}", part.display()))?;
+    super::cache::record(dest, url, &sha256_hex(&digest))?;
     eprintln!("webr1: downloaded {got} bytes");
     Ok(())
+}
+
+/// The sha256 of a whole file, in hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut hash = PartHash::new();
+    hash.catch_up(path, None).map_err(|e| err!(IoRead, "cannot read {}: {e}", path.display()))?;
+    Ok(sha256_hex(&hash.digest()))
 }
 
 /// `model.gguf` → `model.gguf.part`.
@@ -205,7 +215,7 @@ impl PartHash {
 
     /// Hashes the bytes of `part` not hashed yet: those an earlier run left (read once, before the transfer goes on),
     /// or all of them when the file is shorter than what was hashed.
-    fn catch_up(&mut self, part: &Path, bar: &ProgressBar) -> std::io::Result<()> {
+    fn catch_up(&mut self, part: &Path, bar: Option<&ProgressBar>) -> std::io::Result<()> {
         let on_disk = file_len(part);
         if on_disk < self.len {
             *self = PartHash::new();
@@ -214,7 +224,9 @@ impl PartHash {
             return Ok(());
         }
         let todo = on_disk - self.len;
-        bar.suspend(|| eprintln!("webr1: reading the {todo} bytes already downloaded to check their sha256"));
+        if let Some(bar) = bar {
+            bar.suspend(|| eprintln!("webr1: reading the {todo} bytes already downloaded to check their sha256"));
+        }
         let mut file = File::open(part)?;
         file.seek(SeekFrom::Start(self.len))?;
         let mut reader = file.take(on_disk - self.len);
@@ -362,7 +374,7 @@ fn fetch_once(
         if start == 0 {
             *hash = PartHash::new();
         } else {
-            hash.catch_up(part, bar)
+            hash.catch_up(part, Some(bar))
                 .map_err(|e| Attempt::Fatal(err!(IoRead, "cannot read {}: {e}", part.display())))?;
         }
     }
@@ -383,7 +395,17 @@ fn fetch_once(
                 return Err(Attempt::Broken { progressed: received > 0, error: e.to_string() });
             }
         };
-        file.write_all(&buf[..n]).map_err(|e| Attempt::Fatal(err!(IoWrite, "cannot write {}: {e}", part.display())))?;
+        if let Err(e) = file.write_all(&buf[..n]).and_then(|()| file.flush()) {
+            // A full disk or a size limit: what was written cannot be trusted to resume from.
+            drop(file);
+            std::fs::remove_file(part).ok();
+            return Err(Attempt::Fatal(err!(
+                IoWrite,
+                "cannot write {}: {e}; the partial download was removed (free some disk space and run the command \
+                 again)",
+                part.display()
+            )));
+        }
         if let Some(hash) = &mut check.hash {
             hash.update(&buf[..n]);
         }
@@ -475,22 +497,22 @@ mod tests {
         let bar = ProgressBar::hidden();
         std::fs::write(&path, b"ab").unwrap();
         let mut hash = PartHash::new();
-        hash.catch_up(&path, &bar).unwrap();
+        hash.catch_up(&path, Some(&bar)).unwrap();
         assert_eq!(hash.len, 2);
         // Bytes that arrive are hashed as they are written; the file is not read again.
         hash.update(b"c");
         std::fs::write(&path, b"XYc").unwrap(); // a changed prefix goes unseen: it was read once
-        hash.catch_up(&path, &bar).unwrap();
+        hash.catch_up(&path, Some(&bar)).unwrap();
         assert_eq!(hash.len, 3);
         assert_eq!(sha256_hex(&hash.digest()), ABC);
         // A longer file: only the tail is read.
         std::fs::write(&path, b"XYcdef").unwrap();
-        hash.catch_up(&path, &bar).unwrap();
+        hash.catch_up(&path, Some(&bar)).unwrap();
         let want: [u8; 32] = Sha256::digest(b"abcdef").into();
         assert_eq!((hash.len, hash.digest()), (6, want));
         // A shorter file than what was hashed: hashed afresh.
         std::fs::write(&path, b"abc").unwrap();
-        hash.catch_up(&path, &bar).unwrap();
+        hash.catch_up(&path, Some(&bar)).unwrap();
         assert_eq!((hash.len, sha256_hex(&hash.digest())), (3, ABC.to_string()));
         std::fs::remove_file(&path).ok();
     }

@@ -1,9 +1,10 @@
 //! The command line: argument parsing, exit codes, and one module per subcommand.
 //!
-//! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap). A bug
-//! (a Rust panic) is reported in one line too, never with a backtrace, and exits with 1.
+//! Exit codes: 0 success, 1 a user error (bad file, bad input) reported in one line, 2 bad usage (from clap), 130 a
+//! `run` stopped by Ctrl-C. A bug (a Rust panic) is reported in one line too, never with a backtrace, and exits with 1.
 
 mod bench;
+mod cache;
 mod chat;
 mod download;
 mod info;
@@ -76,7 +77,8 @@ pub fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("webr1: {} [{}]", e.message, e.code());
-            ExitCode::from(1)
+            // Stopped by Ctrl-C (`run`): the shell's convention for SIGINT, 128 + 2.
+            ExitCode::from(if e.code == webr1::ErrorCode::Aborted { 130 } else { 1 })
         }
         Err(_) => ExitCode::from(1),
     }
@@ -169,6 +171,12 @@ impl GenerationArgs {
         request.max_tokens = self.max_tokens;
         request.thinking_budget = self.think_budget;
         request
+    }
+
+    /// Checks the sampling values and the token limit as the engine will (`Request::validate`), before a model is
+    /// loaded for nothing.
+    pub(crate) fn validate(&self) -> webr1::Result<()> {
+        self.request(webr1::engine::Input::Tokens { ids: Vec::new(), starts_in_reasoning: false }).validate()
     }
 
     pub(crate) fn engine_options(&self) -> webr1::engine::EngineOptions {

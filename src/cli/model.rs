@@ -202,11 +202,32 @@ pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
 /// The cached file of a URL, downloaded first when it is not there (and checked against the catalogue's sha256 for
 /// that URL, when it gives one).
 fn fetch(url: &str) -> Result<PathBuf> {
-    let dest = cache_dir()?.join(cache_relative_path(url)?);
-    if !dest.exists() {
-        super::download::download(url, &dest, catalogue_sha256(CATALOGUE, url)?)?;
+    let root = cache_dir()?;
+    let dest = root.join(cache_relative_path(url)?);
+    if !super::cache::usable(&dest)? {
+        let downloaded = super::download::download(url, &dest, catalogue_sha256(CATALOGUE, url)?);
+        if downloaded.is_err() {
+            remove_empty_leftovers(&root, &dest);
+        }
+        downloaded?;
     }
     Ok(dest)
+}
+
+/// After a failed download: an empty `.part` file and the folders made for it, when nothing else is in them (a `.part`
+/// with bytes stays, so that the next try resumes it).
+fn remove_empty_leftovers(root: &Path, dest: &Path) {
+    let part = super::download::part_path(dest);
+    if std::fs::metadata(&part).is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(&part).ok();
+    }
+    let mut dir = dest.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        if std::fs::remove_dir(d).is_err() {
+            break; // not empty
+        }
+        dir = d.parent();
+    }
 }
 
 /// A short name for a model file, as the server and the benchmark print it.

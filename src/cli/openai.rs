@@ -6,18 +6,58 @@
 //! (<https://api-docs.deepseek.com/guides/reasoning_model>).
 
 use serde_json::{json, Map, Value};
-use webr1::chat::Message;
-use webr1::engine::{Finish, Input, Request, Sampling, Usage};
+use webr1::chat::{Message, ToolCall, ToolCallDelta, Tools};
+use webr1::engine::{Finish, Input, OutputFormat, Request, Sampling, Usage};
 
 /// A request that cannot be served: HTTP 400 with an OpenAI-style body naming the parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRequest {
     pub message: String,
     pub param: Option<String>,
+    /// webr1's error code, where one applies (`structured.schema`, `tools.invalid`, ...).
+    pub code: Option<&'static str>,
 }
 
 fn bad(param: &str, message: impl Into<String>) -> BadRequest {
-    BadRequest { message: message.into(), param: Some(param.to_string()) }
+    BadRequest { message: message.into(), param: Some(param.to_string()), code: None }
+}
+
+/// An engine error about a request's field, as a 400.
+pub fn bad_field(param: &str, e: &webr1::Error) -> BadRequest {
+    BadRequest { message: e.message.clone(), param: Some(param.to_string()), code: Some(e.code()) }
+}
+
+/// The parameter a `tools` error is about.
+fn tools_param(message: &str) -> &'static str {
+    if message.contains("tool_choice") {
+        "tool_choice"
+    } else if message.contains("parallel_tool_calls") {
+        "parallel_tool_calls"
+    } else {
+        "tools"
+    }
+}
+
+/// OpenAI's `response_format`, or webr1's `grammar` (Lark) or `regex` (see [`OutputFormat::from_openai`]).
+fn parse_format(
+    response_format: Option<&Value>,
+    grammar: Option<&Value>,
+    regex: Option<&Value>,
+) -> Result<Option<OutputFormat>, BadRequest> {
+    let text = |v: Option<&Value>, name: &str| -> Result<Option<String>, BadRequest> {
+        match v {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(name, format!("{name} must be a string"))),
+        }
+    };
+    let (grammar, regex) = (text(grammar, "grammar")?, text(regex, "regex")?);
+    let param = match (response_format.is_some(), grammar.is_some()) {
+        (true, _) => "response_format",
+        (false, true) => "grammar",
+        (false, false) => "regex",
+    };
+    OutputFormat::from_openai(response_format, grammar.as_deref(), regex.as_deref()).map_err(|e| bad_field(param, &e))
 }
 
 /// A checked chat completion request.
@@ -34,26 +74,29 @@ const MAX_STOP: usize = 4;
 /// Reads the body of `POST /v1/chat/completions`. Unknown fields are ignored (clients send many); fields webr1 does
 /// not implement are refused when they would change the answer.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| BadRequest { message: format!("the request body is not valid JSON: {e}"), param: None })?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| BadRequest { message: "the request body must be a JSON object".into(), param: None })?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| BadRequest {
+        message: format!("the request body is not valid JSON: {e}"),
+        param: None,
+        code: None,
+    })?;
+    let object = value.as_object().ok_or_else(|| BadRequest {
+        message: "the request body must be a JSON object".into(),
+        param: None,
+        code: None,
+    })?;
     // A field set to null is treated as absent, as OpenAI does.
     let field = |name: &str| object.get(name).filter(|v| !v.is_null());
 
     let messages = parse_messages(field("messages"))?;
+    // The values' ranges are the engine's to judge (`Request::validate`, below), as for every other shell.
     let mut sampling = Sampling::default();
-    if let Some(t) = number(field("temperature"), "temperature", 0.0, 2.0)? {
+    if let Some(t) = number(field("temperature"), "temperature", f64::MIN, f64::MAX)? {
         sampling.temperature = t;
     }
-    if let Some(p) = number(field("top_p"), "top_p", 0.0, 1.0)? {
-        if p == 0.0 {
-            return Err(bad("top_p", "top_p must be greater than 0"));
-        }
+    if let Some(p) = number(field("top_p"), "top_p", f64::MIN, f64::MAX)? {
         sampling.top_p = p;
     }
-    if let Some(p) = number(field("min_p"), "min_p", 0.0, 1.0)? {
+    if let Some(p) = number(field("min_p"), "min_p", f64::MIN, f64::MAX)? {
         sampling.min_p = p;
     }
     if let Some(k) = integer(field("top_k"), "top_k", 0, u32::MAX as i64)? {
@@ -84,10 +127,17 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
             return Err(bad(name, format!("{name} is not supported by webr1; leave it out or set it to 0")));
         }
     }
-    for name in ["tools", "functions", "logit_bias", "response_format"] {
+    for name in ["functions", "function_call", "logit_bias"] {
         if field(name).is_some() {
             return Err(bad(name, format!("{name} is not supported by webr1")));
         }
+    }
+    let format = parse_format(field("response_format"), field("grammar"), field("regex"))?;
+    let tools = Tools::from_json(field("tools"), field("tool_choice"), field("parallel_tool_calls")).map_err(|e| {
+        BadRequest { param: Some(tools_param(&e.message).into()), code: Some(e.code()), message: e.message }
+    })?;
+    if format.is_some() && tools.as_ref().is_some_and(Tools::active) {
+        return Err(bad("response_format", "response_format (or grammar, regex) and tools cannot be combined"));
     }
     if field("logprobs").is_some_and(|v| v != &Value::Bool(false)) {
         return Err(bad("logprobs", "logprobs are not supported by webr1"));
@@ -98,21 +148,39 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
         max_tokens: max_tokens.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         thinking_budget: None,
         stop,
+        format,
+        tools,
     };
+    request.validate().map_err(|e| {
+        // The engine's message begins with the name of the value it refuses.
+        let name = e.message.split(' ').next().filter(|n| field(n).is_some()).map(str::to_string);
+        BadRequest { message: e.message, param: name, code: None }
+    })?;
     Ok(ChatRequest { request, stream, include_usage })
 }
 
 fn parse_messages(value: Option<&Value>) -> Result<Vec<Message>, BadRequest> {
     let value = value.ok_or_else(|| bad("messages", "messages is required"))?;
-    let messages = Message::list_from_json(value).map_err(|e| bad("messages", e.message))?;
+    let messages = Message::list_from_json(value).map_err(|e| BadRequest {
+        message: e.message.clone(),
+        param: Some("messages".into()),
+        code: Some(e.code()),
+    })?;
+    // Only an assistant's turn may come without content (OpenAI allows it there, beside tool calls).
+    for (i, raw) in value.as_array().into_iter().flatten().enumerate() {
+        let content = raw.get("content").filter(|c| !c.is_null());
+        if content.is_none() && raw.get("role").and_then(Value::as_str) != Some("assistant") {
+            return Err(bad(&format!("messages[{i}].content"), format!("message {i} has no content")));
+        }
+    }
     if messages.is_empty() {
         return Err(bad("messages", "messages must hold at least one message"));
     }
     for (i, m) in messages.iter().enumerate() {
-        if !["system", "user", "assistant", "developer"].contains(&m.role.as_str()) {
+        if !["system", "user", "assistant", "developer", "tool"].contains(&m.role.as_str()) {
             return Err(bad(
                 &format!("messages[{i}].role"),
-                format!("role {:?} is not one of system, developer, user, assistant", m.role),
+                format!("role {:?} is not one of system, developer, user, assistant, tool", m.role),
             ));
         }
     }
@@ -185,8 +253,34 @@ fn fresh_seed() -> u64 {
 pub fn finish_reason(finish: &Finish) -> &'static str {
     match finish.reason.as_str() {
         "length" => "length",
+        "tool_calls" => "tool_calls",
         _ => "stop",
     }
+}
+
+/// A message's `tool_calls`, as OpenAI writes them.
+pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    let call = |c: &ToolCall| {
+        let arguments = match &c.function.arguments {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        json!({"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": arguments}})
+    };
+    Value::Array(calls.iter().map(call).collect())
+}
+
+/// A streamed piece of a tool call: `delta.tool_calls[0]` with the call's index (its id, type and name first).
+pub fn tool_call_delta(d: &ToolCallDelta) -> Value {
+    let mut call = json!({"index": d.index, "function": {"arguments": d.arguments}});
+    if let Some(id) = &d.id {
+        call["id"] = json!(id);
+        call["type"] = json!("function");
+    }
+    if let Some(name) = &d.name {
+        call["function"]["name"] = json!(name);
+    }
+    json!({"tool_calls": [call]})
 }
 
 /// The `usage` object, with DeepSeek's cache counts and webr1's speeds besides OpenAI's fields.
@@ -221,6 +315,13 @@ impl Meta {
 
 /// A whole `chat.completion`.
 pub fn completion(meta: &Meta, content: &str, reasoning: &str, finish: &Finish) -> Value {
+    let mut message = json!({"role": "assistant", "content": content, "reasoning_content": reasoning});
+    if !finish.tool_calls.is_empty() {
+        message["tool_calls"] = tool_calls_json(&finish.tool_calls);
+        if content.is_empty() {
+            message["content"] = Value::Null;
+        }
+    }
     json!({
         "id": meta.id,
         "object": "chat.completion",
@@ -229,7 +330,7 @@ pub fn completion(meta: &Meta, content: &str, reasoning: &str, finish: &Finish) 
         "system_fingerprint": null,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": content, "reasoning_content": reasoning},
+            "message": message,
             "logprobs": null,
             "finish_reason": finish_reason(finish),
         }],
@@ -310,6 +411,15 @@ mod tests {
         let cases = [
             (r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#, "temperature"),
             (r#"{"messages":[{"role":"user","content":"hi"}],"temperature":3}"#, "temperature"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "temperature"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"top_p":7}"#, "top_p"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"top_p":0}"#, "top_p"),
+            (r#"{"messages":[{"role":"user","content":"hi"}],"min_p":5}"#, "min_p"),
+            (r#"{"messages":[{"role":"user"}]}"#, "messages[0].content"),
+            (
+                r#"{"messages":[{"role":"system","content":null},{"role":"user","content":"hi"}]}"#,
+                "messages[0].content",
+            ),
             (r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
             (r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1.5}"#, "max_tokens"),
             (r#"{"messages":[{"role":"wizard","content":"hi"}]}"#, "messages[0].role"),

@@ -1,4 +1,4 @@
-//! Loading a model from bytes as they arrive (DESIGN decision 4): a local file, a download, a browser `Blob`.
+//! Loading a model from bytes as they arrive (ARCHITECTURE.md §4): a local file, a download, a browser `Blob`.
 //!
 //! A [`ModelSource`] opens each file of the model at a byte offset and hands out its bytes in chunks. The loader parses
 //! the header incrementally from the first chunks, reads the headers of the other parts of a split model (named after
@@ -313,8 +313,7 @@ impl ModelSource for FileSource {
     async fn open(&mut self, part: usize, name: &str, offset: u64) -> Result<Opened<FileStream>> {
         use std::io::{Seek, SeekFrom};
         let path = if part == 0 { self.path.clone() } else { self.path.with_file_name(name) };
-        let mut file = std::fs::File::open(&path).map_err(|e| crate::gguf::io_error(&path, e))?;
-        let file_len = file.metadata().map_err(|e| crate::gguf::io_error(&path, e))?.len();
+        let (mut file, file_len) = crate::gguf::open_regular(&path)?;
         file.seek(SeekFrom::Start(offset)).map_err(|e| crate::gguf::io_error(&path, e))?;
         Ok(Opened { stream: FileStream { file, path, chunk: self.chunk }, file_len: Some(file_len) })
     }

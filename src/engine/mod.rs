@@ -1,24 +1,35 @@
-//! The engine every front end uses (DESIGN decision 9): load a model, generate a stream of events, abort.
+//! The engine every front end uses (ARCHITECTURE.md §9): load a model, generate a stream of events, abort.
 //!
 //! It is async and target-agnostic: the browser package awaits it on WebGPU, the CLI and the server drive it with
 //! `pollster` natively. Generation works on token ids: the prompt is the chat template's rendering, tokenised with
 //! control tokens only where the template wrote them; the output is detokenised without ever splitting a character and
-//! split into R1's reasoning and its answer.
+//! split into R1's reasoning and its answer. A request may constrain its answer (a JSON schema, a grammar) or offer
+//! tools: `constrain` compiles the constraint and computes each step's token mask, `structured` decides when it
+//! applies (README.md, "Structured output").
 
+mod constrain;
 mod generate;
 mod load;
 mod perplexity;
+mod profile;
+mod request;
 mod session;
+mod structured;
 
+pub use constrain::{
+    check_schema_bounds, with_layout, Compiler, ConstraintRun, OutputFormat, MAX_ENUM, MAX_SCHEMA_DEPTH,
+};
 pub use generate::{Event, Finish, FinishReason, Generation, Input, Request, Sampling, Usage};
 pub use load::{ByteStream, ModelSource, Opened, MAX_RESUMES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
-pub(crate) use session::ODD_GRAPHS_KEPT;
-pub use session::{Session, TopLogits, DEFAULT_PREFILL_BATCH};
+pub use profile::{weight_bytes_needed, ClassRow, OpRow, Profile};
+pub use request::{check_prompt_fits, context_length};
+pub(crate) use session::{scratch_bytes as session_scratch_bytes, ODD_GRAPHS_KEPT};
+pub use session::{LoopStats, Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
-use crate::chat::{ChatTemplate, Message, Prompt};
+use crate::chat::{ChatTemplate, Message, Prompt, ToolFormat, Tools};
 use crate::config::ModelConfig;
 use crate::gguf::split::SplitGguf;
 use crate::gguf::TensorInfo;
@@ -103,9 +114,11 @@ struct Prepared {
 pub struct Engine {
     session: Session,
     plan: MemoryPlan,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     abort: AbortHandle,
+    /// Structured output's grammar compiler for this vocabulary, built on first use.
+    compiler: Option<Arc<Compiler>>,
 }
 
 impl Engine {
@@ -129,7 +142,8 @@ impl Engine {
         scope.finish(&format!("the KV cache for {ctx} tokens")).await?;
         let session = session?;
         session.gpu.check()?;
-        Ok(Engine { session, plan, tokenizer, template, abort: AbortHandle::default() })
+        let tokenizer = Arc::new(tokenizer);
+        Ok(Engine { session, plan, tokenizer, template, abort: AbortHandle::default(), compiler: None })
     }
 
     /// Reads config, tokenizer and template, and plans the model's memory on this device: the context rule and the
@@ -206,6 +220,32 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| err!(ChatNoTemplate, "this model has no chat template; pass a raw prompt instead"))?;
         template.prompt(&self.tokenizer, messages)
+    }
+
+    /// The prompt of a conversation with tools, in `format` (see [`crate::chat::tools`]).
+    pub fn prompt_with_tools(&self, messages: &[Message], tools: &Tools, format: ToolFormat) -> Result<Prompt> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| err!(ChatNoTemplate, "this model has no chat template; tools need one"))?;
+        let (messages, listed) = format.prepare(messages, tools);
+        template.prompt_with_tools(&self.tokenizer, &messages, listed.as_ref())
+    }
+
+    /// How this model writes tool calls (from its chat template; the generic format without one).
+    pub fn tool_format(&self) -> ToolFormat {
+        self.template.as_ref().map_or(ToolFormat::Hermes { native: false }, ToolFormat::for_template)
+    }
+
+    /// Structured output's compiler for this model's vocabulary (built on first use, then shared): for callers that
+    /// check a request's schema before queueing it.
+    pub fn compiler(&mut self) -> Result<Arc<Compiler>> {
+        if let Some(compiler) = &self.compiler {
+            return Ok(compiler.clone());
+        }
+        let compiler = Arc::new(Compiler::new(self.tokenizer.clone())?);
+        self.compiler = Some(compiler.clone());
+        Ok(compiler)
     }
 
     /// Starts generating; pull events with [`Generation::next`].

@@ -187,8 +187,7 @@ impl Gguf {
     pub fn read_file(path: impl AsRef<std::path::Path>) -> Result<Gguf> {
         use std::io::Read;
         let path = path.as_ref();
-        let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-        let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+        let (mut file, len) = open_regular(path)?;
         let mut parser = GgufParser::with_file_len(len);
         let mut chunk = vec![0u8; 1 << 20];
         loop {
@@ -269,6 +268,26 @@ impl Gguf {
         }
         Ok(())
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Opens a model file for reading, refusing what is not a regular file before opening it: a directory
+/// (`io.is_directory`), a device, FIFO or socket (`io.not_a_file`; opening a FIFO would wait for a writer forever).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn open_regular(path: &std::path::Path) -> crate::Result<(std::fs::File, u64)> {
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if meta.is_dir() {
+        return Err(err!(IoIsDirectory, "{} is a directory: give the path of a .gguf file", path.display()));
+    }
+    if !meta.is_file() {
+        return Err(err!(
+            IoNotAFile,
+            "{} is not a regular file (a device, FIFO or socket): give the path of a .gguf file",
+            path.display()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    Ok((file, meta.len()))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

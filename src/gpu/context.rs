@@ -2,7 +2,7 @@
 //!
 //! The device is created with the adapter's **own** limits (WebGPU hands out only the spec's defaults unless more is
 //! asked for: a 128 MiB storage binding instead of the 2-4 GiB many GPUs allow) and with `shader-f16`, `subgroups` and
-//! `timestamp-query` only when the adapter offers them (DESIGN.md decisions 2 and 3). Errors the device reports later
+//! `timestamp-query` only when the adapter offers them (ARCHITECTURE.md §2, §3). Errors the device reports later
 //! are captured, never left to wgpu's default handler (which panics natively): allocation failures through
 //! [`AllocScope`], everything else through [`Gpu::check`].
 
@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::profile::Counters;
 use super::shaders::PipelineCache;
 use crate::{err, Error, ErrorCode, Result};
 
@@ -54,6 +55,16 @@ pub struct AdapterSummary {
     pub device_type: wgpu::DeviceType,
     pub driver: String,
     pub driver_info: String,
+}
+
+impl AdapterSummary {
+    /// Whether this adapter runs on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader, a browser's fallback adapter):
+    /// kernels whose best shape differs there ask this (see `src/gpu/ops/matmul_vec.rs`).
+    pub fn is_software(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
+        self.device_type == wgpu::DeviceType::Cpu
+            || ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|n| name.contains(n))
+    }
 }
 
 impl fmt::Display for AdapterSummary {
@@ -137,7 +148,7 @@ pub fn buffers_created_in_process() -> u64 {
 }
 
 /// Writes are flushed (submitted, and natively waited for) after this many bytes, so the staging copies the driver
-/// keeps for `queue.write_buffer` stay bounded while a multi-gigabyte model streams in (DESIGN.md decision 4).
+/// keeps for `queue.write_buffer` stay bounded while a multi-gigabyte model streams in (ARCHITECTURE.md §4).
 const FLUSH_BYTES: u64 = 64 << 20;
 /// The largest single `queue.write_buffer` call.
 pub(crate) const WRITE_CHUNK: usize = 8 << 20;
@@ -161,6 +172,7 @@ pub struct Gpu {
     largest_binding: AtomicU64,
     bytes_read_back: AtomicU64,
     unflushed_bytes: AtomicU64,
+    counters: Counters,
 }
 
 impl Gpu {
@@ -239,6 +251,7 @@ impl Gpu {
             largest_binding: AtomicU64::new(0),
             bytes_read_back: AtomicU64::new(0),
             unflushed_bytes: AtomicU64::new(0),
+            counters: Counters::default(),
         })
     }
 
@@ -391,15 +404,21 @@ impl Gpu {
     /// Submits the queued writes, and natively waits for them so their staging memory is released.
     pub fn flush_writes(&self) -> Result<()> {
         self.unflushed_bytes.store(0, Ordering::Relaxed);
-        self.queue.submit(std::iter::empty());
+        self.submit_commands(std::iter::empty());
         self.wait_idle()
     }
 
-    /// Natively, blocks until the GPU has finished all submitted work and runs pending callbacks (buffer maps).
-    /// On the web this does nothing: the browser runs callbacks from its event loop.
-    pub fn wait_idle(&self) -> Result<()> {
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| match self.lost_reason() {
+    /// What [`Gpu::wait`] and [`Gpu::dispatches_encoded`] count (`gpu::profile`).
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Natively, blocks in `device.poll` until `until` (or all submitted work) has finished and runs pending callbacks
+    /// (buffer maps). Only [`Gpu::wait`] calls it, so that every wait is counted.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn poll_until(&self, until: Option<&super::profile::Submission>) -> Result<()> {
+        let poll = wgpu::PollType::Wait { submission_index: until.map(|s| s.index().clone()), timeout: None };
+        self.device.poll(poll).map_err(|e| match self.lost_reason() {
             Some(why) => lost(&why),
             None => err!(GpuDeviceLost, "waiting for the GPU failed: {e}"),
         })?;
@@ -416,6 +435,25 @@ impl Gpu {
         match self.errors.first.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(error) => Err(error),
             None => Ok(()),
+        }
+    }
+
+    /// A `gpu.device_lost` error when the device was lost (a driver reset, [`wgpu::Device::destroy`], a browser that
+    /// reclaimed it): permanent, unlike the errors [`Gpu::check`] clears. A new [`Gpu`] is needed to go on.
+    pub fn lost(&self) -> Option<Error> {
+        self.lost_reason().map(|why| lost(&why))
+    }
+
+    /// After an operation failed: gives a device loss time to be reported. In the browser, `GPUDevice.lost` resolves
+    /// on a later turn of the event loop than the failed `mapAsync`; this waits up to ~100 ms for it. Natively the loss
+    /// is reported while polling, so there is nothing to wait for.
+    pub async fn settle_loss(&self) {
+        #[cfg(target_arch = "wasm32")]
+        for _ in 0..20 {
+            if self.lost_reason().is_some() {
+                return;
+            }
+            next_tick(5).await;
         }
     }
 
@@ -485,6 +523,21 @@ async fn request_device(
         })
         .await
         .map_err(|e| err!(GpuDevice, "the GPU adapter {summary} refused to create a device ({features}): {e}"))
+}
+
+/// Resolves after `ms` milliseconds on the browser's event loop (`setTimeout`, in a page or a worker).
+#[cfg(target_arch = "wasm32")]
+async fn next_tick(ms: i32) {
+    use wasm_bindgen::{JsCast, JsValue};
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let set_timeout = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"));
+        if let Ok(f) = set_timeout.and_then(|f| f.dyn_into::<js_sys::Function>()) {
+            let _ = f.call2(&JsValue::NULL, &resolve, &JsValue::from(ms));
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 fn lost(why: &str) -> Error {

@@ -2,11 +2,12 @@
 //!
 //! Op functions ([`crate::gpu::ops`]) validate their tensors, pick the shader variant and return a [`Dispatch`]; they
 //! never submit. The forward pass builds its list of dispatches once per shape and replays it, one command buffer per
-//! step (DESIGN.md decision 5): building allocates (a small uniform buffer of parameters, a bind group), recording does
+//! step (ARCHITECTURE.md §5): building allocates (a small uniform buffer of parameters, a bind group), recording does
 //! not.
 
 use super::context::Gpu;
 use super::preprocess::Macros;
+use super::profile::{op_kind, Access, Bound, Submission};
 use super::tensor::Tensor;
 use crate::{err, Result};
 
@@ -14,6 +15,10 @@ use crate::{err, Result};
 #[derive(Debug, Clone)]
 pub struct Dispatch {
     label: String,
+    /// What a profile groups it under ([`crate::gpu::profile::op_kind`]).
+    op: String,
+    /// The buffer ranges bound and how the kernel touches them, for the profile's byte counts.
+    bound: Vec<Bound>,
     /// The kernel, its macros and its parameters, for comparing dispatch lists ([`Dispatch::describe`]).
     signature: String,
     pipeline: wgpu::ComputePipeline,
@@ -38,6 +43,16 @@ impl Dispatch {
         self.workgroups
     }
 
+    /// The op kind and weight type a profile groups this dispatch under (`matmul_vec Q4_K`, `rms_norm`).
+    pub fn op(&self) -> &str {
+        &self.op
+    }
+
+    /// Every binding's buffer range and what the kernel reads and writes of it ([`crate::gpu::profile`]).
+    pub fn bound(&self) -> &[Bound] {
+        &self.bound
+    }
+
     /// One line that names the kernel (`shader::entry`), its macros, its workgroup grid and its parameters (the
     /// uniform's words: the shapes it runs at). Two dispatch lists that describe alike run the same kernels at the
     /// same shapes.
@@ -48,20 +63,24 @@ impl Dispatch {
 }
 
 impl Gpu {
-    /// Records `dispatches` in order into one compute pass of `encoder`. Each dispatch sees the writes of the ones
-    /// before it (WebGPU orders storage accesses between dispatches of a pass).
+    /// Records `dispatches` in order into one compute pass of `encoder`, counted in [`Gpu::dispatches_encoded`].
+    /// Each dispatch sees the writes of the ones before it (WebGPU orders storage accesses between dispatches of a
+    /// pass).
     pub fn encode<'d>(&self, encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'d Dispatch>) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut n = 0;
         for dispatch in dispatches {
             dispatch.record(&mut pass);
+            n += 1;
         }
+        self.count_dispatches(n);
     }
 
     /// Submits `dispatches` as one command buffer.
-    pub fn submit<'d>(&self, dispatches: impl IntoIterator<Item = &'d Dispatch>) -> wgpu::SubmissionIndex {
+    pub fn submit<'d>(&self, dispatches: impl IntoIterator<Item = &'d Dispatch>) -> Submission {
         let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         self.encode(&mut encoder, dispatches);
-        self.queue().submit([encoder.finish()])
+        self.submit_commands([encoder.finish()])
     }
 }
 
@@ -71,6 +90,10 @@ pub enum Bind<'a> {
     Tensor(&'a Tensor),
     /// A range of a buffer (offset a multiple of `min_storage_buffer_offset_alignment`, usually 256).
     Buffer(wgpu::BufferBinding<'a>),
+    /// A whole tensor of which the kernel touches what `Access` says, where that differs from what its WGSL
+    /// declaration implies (see [`crate::gpu::profile`]): part of it that the step decides, or a `read_write` binding
+    /// that is also read. Only the profile's byte counts use it.
+    Declared(&'a Tensor, Access),
 }
 
 /// What an op function supplies to build a [`Dispatch`].
@@ -109,28 +132,52 @@ impl Dispatch {
             }
         };
         let first = u32::from(uniform.is_some());
+        let declared = gpu.pipelines().declared_bindings(launch.shader, &launch.macros)?;
         let mut entries: Vec<wgpu::BindGroupEntry<'_>> = Vec::new();
+        let mut bound = Vec::new();
         if let Some(buffer) = &uniform {
             entries.push(wgpu::BindGroupEntry { binding: 0, resource: buffer.as_entire_binding() });
+            bound.push(Bound {
+                binding: 0,
+                buffer: buffer.clone(),
+                offset: 0,
+                size: buffer.size(),
+                access: Access::READ,
+            });
         }
         for (i, bind) in launch.bindings.iter().enumerate() {
-            let resource = match bind {
-                Some(Bind::Tensor(t)) => t.binding(),
-                Some(Bind::Buffer(b)) => wgpu::BindingResource::Buffer(b.clone()),
+            let binding = first + i as u32;
+            let default = declared.get(&binding).map_or(Access::READ, |d| d.default_access());
+            let (resource, record) = match bind {
+                Some(Bind::Tensor(t)) => (t.binding(), tensor_range(binding, t, default)),
+                Some(Bind::Declared(t, access)) => (t.binding(), tensor_range(binding, t, *access)),
+                Some(Bind::Buffer(b)) => {
+                    let size = b.size.map_or(b.buffer.size().saturating_sub(b.offset), |s| s.get());
+                    let record = Bound { binding, buffer: b.buffer.clone(), offset: b.offset, size, access: default };
+                    (wgpu::BindingResource::Buffer(b.clone()), record)
+                }
                 None => continue,
             };
             if let wgpu::BindingResource::Buffer(b) = &resource {
-                gpu.count_binding(b.size.map_or(b.buffer.size() - b.offset, |s| s.get()));
+                gpu.count_binding(b.size.map_or(b.buffer.size().saturating_sub(b.offset), |s| s.get()));
             }
-            entries.push(wgpu::BindGroupEntry { binding: first + i as u32, resource });
+            entries.push(wgpu::BindGroupEntry { binding, resource });
+            bound.push(record);
         }
         let bind_group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&label),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Ok(Dispatch { label, signature, pipeline, bind_group, workgroups: launch.workgroups })
+        let op = op_kind(launch.shader, launch.entry, &launch.macros);
+        Ok(Dispatch { label, op, bound, signature, pipeline, bind_group, workgroups: launch.workgroups })
     }
+}
+
+/// The data bytes a tensor binding covers ([`Tensor::binding`] rounds the range up to whole words; the padding is not
+/// counted).
+fn tensor_range(binding: u32, t: &Tensor, access: Access) -> Bound {
+    Bound { binding, buffer: t.buffer().clone(), offset: t.offset(), size: t.byte_size(), access }
 }
 
 /// The grid for `groups` workgroups in a row: `[groups, 1, 1]`, or folded into two dimensions when `groups` passes

@@ -10,6 +10,8 @@
 //! - [`Tensor`] ([`tensor`]): a buffer with shape and [`DType`]; chunked upload through [`ByteWriter`], readback
 //!   through [`Readback`]. [`SplitWeight`] ([`weight`]): a weight split by rows to fit the binding limit.
 //! - [`Dispatch`] ([`dispatch`]): a kernel launch built once and recorded many times.
+//! - [`profile`]: what was asked of the GPU, counted where it happens (dispatches encoded, submissions, waits, the
+//!   bytes bound to each dispatch) and GPU time per dispatch from timestamp queries: `webr1 bench --profile`.
 //! - [`ops`]: one module per shader file (`rms_norm`, `elementwise`), each checked against a CPU reference in
 //!   `tests/gpu_core.rs`.
 
@@ -17,6 +19,7 @@ pub mod context;
 pub mod dispatch;
 pub mod ops;
 pub mod preprocess;
+pub mod profile;
 pub mod shaders;
 pub mod tensor;
 pub mod weight;
@@ -24,6 +27,7 @@ pub mod weight;
 pub use context::{buffers_created_in_process, AdapterSummary, AllocScope, Gpu, GpuFeatures, GpuOptions};
 pub use dispatch::{grid, Bind, Dispatch, Launch};
 pub use preprocess::Macros;
+pub use profile::{Access, DispatchTimer, Extent, StepShape, Submission};
 pub use shaders::{PipelineCache, PipelineKey, SHADERS};
 pub use tensor::{buffer_bytes, tensor_bytes, ByteWriter, DType, Readback, Tensor};
 pub use weight::{split_rows, SplitWeight, WeightPart};

@@ -13,9 +13,10 @@
 //!   `scale` entry has no `b`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::preprocess::{preprocess, Macros};
+use super::profile::{declared_bindings, Declarations};
 use crate::{err, Result};
 
 /// Every embedded shader: file stem → source. `#include "x.wgsl"` resolves here too.
@@ -27,7 +28,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("get_rows", include_str!("../../shaders/get_rows.wgsl")),
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
-    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("mask", include_str!("../../shaders/mask.wgsl")),
+    ("matmul_tiled", include_str!("../../shaders/matmul_tiled.wgsl")),
     ("matmul_vec", include_str!("../../shaders/matmul_vec.wgsl")),
     ("nll", include_str!("../../shaders/nll.wgsl")),
     ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
@@ -58,6 +60,8 @@ pub struct PipelineKey {
 pub struct PipelineCache {
     modules: Mutex<HashMap<(&'static str, Macros), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Each module's binding declarations (read, read_write, uniform), for the profile's byte counts.
+    declared: Mutex<HashMap<(&'static str, Macros), Declarations>>,
 }
 
 impl PipelineCache {
@@ -99,6 +103,17 @@ impl PipelineCache {
         self.len() == 0
     }
 
+    /// How shader `shader` with `macros` declares its bindings, by binding number (`gpu::profile`).
+    pub fn declared_bindings(&self, shader: &'static str, macros: &Macros) -> Result<Declarations> {
+        let key = (shader, macros.clone());
+        if let Some(declared) = lock(&self.declared).get(&key) {
+            return Ok(declared.clone());
+        }
+        let declared = Arc::new(declared_bindings(&preprocess_shader(shader, macros)?));
+        lock(&self.declared).insert(key, declared.clone());
+        Ok(declared)
+    }
+
     fn module(&self, device: &wgpu::Device, shader: &'static str, macros: &Macros) -> Result<wgpu::ShaderModule> {
         let key = (shader, macros.clone());
         if let Some(module) = lock(&self.modules).get(&key) {
@@ -108,6 +123,7 @@ impl PipelineCache {
             return Err(err!(GpuShader, "unknown shader '{shader}'"));
         }
         let source = preprocess_shader(shader, macros)?;
+        lock(&self.declared).insert(key.clone(), Arc::new(declared_bindings(&source)));
         let label = format!("{shader}.wgsl [{}]", macros.describe());
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),

@@ -6,9 +6,9 @@
 //! webr1 tensor of shape `[n_vocab, n_embd]`. Quantised weights keep their raw GGML blocks ([`DType::Ggml`]); a row
 //! of `n` elements is `row_bytes(n)` bytes, a whole number of blocks.
 //!
-//! Readback is `map_async` plus a small future woken by the map callback. In the browser the callback runs from the
-//! event loop; natively [`Readback::read`] drives it with a blocking `device.poll`, so natively the future is ready by
-//! the time it is first polled.
+//! Readback is `map_async` plus a small future woken by the map callback, awaited through [`Gpu::wait`] (which counts
+//! it). In the browser the callback runs from the event loop; natively `Gpu::wait` drives it with a blocking
+//! `device.poll`, so natively the future is ready by the time it is first polled.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::context::{Gpu, WRITE_CHUNK};
+use super::profile::Submission;
 use crate::quant::GgmlType;
 use crate::{err, Result};
 
@@ -336,9 +337,14 @@ pub struct Readback {
 }
 
 impl Readback {
+    /// The size of the staging buffer [`Readback::new`] creates for reads of up to `capacity` bytes.
+    pub fn buffer_size(capacity: u64) -> u64 {
+        buffer_bytes(capacity)
+    }
+
     /// A staging buffer for reads of up to `capacity` bytes.
     pub fn new(gpu: &Gpu, capacity: u64) -> Result<Readback> {
-        let size = capacity.max(4).next_multiple_of(4);
+        let size = Self::buffer_size(capacity);
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         Ok(Readback { staging: gpu.create_buffer("readback", size, usage)? })
     }
@@ -362,25 +368,40 @@ impl Readback {
         let mut encoder =
             gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(source, offset, &self.staging, 0, copy);
-        gpu.queue().submit([encoder.finish()]);
-        gpu.count_read_back(copy);
-
-        let (future, signal) = map_signal();
-        self.staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));
-        gpu.wait_idle()?;
-        let mapped = future.await;
-        let was_mapped = mapped.is_ok();
-        let data = mapped.map_err(|e| e.to_string()).and_then(|()| {
-            let view = self.staging.get_mapped_range(0..copy).map_err(|e| e.to_string())?;
-            Ok(view[..len as usize].to_vec())
-        });
-        if was_mapped {
-            self.staging.unmap();
-        }
-        // An error the device reported (a rejected dispatch, a lost device) explains a failed map, and voids the data.
-        gpu.check()?;
-        data.map_err(|e| err!(GpuValidation, "reading GPU memory back failed: {e}"))
+        let submission = gpu.submit_commands([encoder.finish()]);
+        read_mapped(gpu, &self.staging, len, &submission).await
     }
+}
+
+/// Maps the first `len` bytes of `staging` (a `MAP_READ` buffer) once `submission` has run, and copies them out.
+/// This is the one counted wait ([`Gpu::wait`]: natively `device.poll` until then, in the browser the map's promise),
+/// and the GPU goes on with any later submissions meanwhile. Errors the device reported ([`Gpu::check`]) are returned
+/// instead of the data.
+pub(crate) async fn read_mapped(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    len: u64,
+    submission: &Submission,
+) -> Result<Vec<u8>> {
+    let copy = len.next_multiple_of(4);
+    gpu.count_read_back(copy);
+    let (future, signal) = map_signal();
+    staging.map_async(wgpu::MapMode::Read, 0..copy, move |result| signal.send(result));
+    let mapped = gpu.wait(Some(submission), future).await?;
+    let was_mapped = mapped.is_ok();
+    let data = mapped.map_err(|e| e.to_string()).and_then(|()| {
+        let view = staging.get_mapped_range(0..copy).map_err(|e| e.to_string())?;
+        Ok(view[..len as usize].to_vec())
+    });
+    if was_mapped {
+        staging.unmap();
+    } else {
+        // A map that failed because the device was lost: in the browser the loss is reported a moment later.
+        gpu.settle_loss().await;
+    }
+    // An error the device reported (a rejected dispatch, a lost device) explains a failed map, and voids the data.
+    gpu.check()?;
+    data.map_err(|e| err!(GpuValidation, "reading GPU memory back failed: {e}"))
 }
 
 type MapResult = std::result::Result<(), wgpu::BufferAsyncError>;

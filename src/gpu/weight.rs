@@ -1,4 +1,4 @@
-//! Weights larger than one GPU binding, split by rows across buffers (DESIGN.md decision 3).
+//! Weights larger than one GPU binding, split by rows across buffers (ARCHITECTURE.md §3).
 //!
 //! Many devices cap a storage binding at 128 MiB, and webr1 may cap it lower ([`crate::gpu::GpuOptions`]); the Q6_K
 //! `output.weight` of a 1.5B model is 191 MB and the Q4_K embedding of a 7B model 307 MB. A [`SplitWeight`] holds such
@@ -61,6 +61,37 @@ impl SplitWeight {
         ByteWriter::new(
             self.parts.iter().map(|p| (p.tensor.buffer().clone(), p.tensor.offset(), p.tensor.byte_size())).collect(),
         )
+    }
+
+    /// A writer for rows `first_row .. first_row + n_rows` only, in file order: one GGUF tensor of a weight that stacks
+    /// several of the same type and width (the loader stacks Q, K and V, and gate and up; see `src/model/weights.rs`).
+    pub fn writer_rows(&self, first_row: usize, n_rows: usize) -> Result<ByteWriter> {
+        let end = first_row
+            .checked_add(n_rows)
+            .filter(|&end| end <= self.rows)
+            .ok_or_else(|| err!(Usage, "rows {first_row}..+{n_rows} of a weight of {} rows", self.rows))?;
+        let pieces = self
+            .parts
+            .iter()
+            .filter_map(|p| {
+                let from = first_row.max(p.first_row);
+                let to = end.min(p.first_row + p.n_rows);
+                let offset = p.tensor.offset() + (from - p.first_row) as u64 * self.row_bytes;
+                (from < to).then(|| (p.tensor.buffer().clone(), offset, (to - from) as u64 * self.row_bytes))
+            })
+            .collect();
+        Ok(ByteWriter::new(pieces))
+    }
+
+    /// Rows `first..first + n` of a weight held in one part, as a weight of their own sharing its buffer (gate and
+    /// up of a stacked `[gate; up]`). The rows must start on the device's storage offset alignment.
+    pub fn view_rows(&self, gpu: &Gpu, first: usize, n: usize) -> Result<SplitWeight> {
+        let [part] = self.parts.as_slice() else {
+            return Err(err!(Usage, "a view of rows of a weight in {} parts", self.parts.len()));
+        };
+        let tensor = part.tensor.view_rows(gpu, first, n)?;
+        let parts = vec![WeightPart { tensor, first_row: 0, n_rows: n }];
+        Ok(SplitWeight { rows: n, cols: self.cols, dtype: self.dtype, row_bytes: self.row_bytes, parts })
     }
 
     pub fn parts(&self) -> &[WeightPart] {

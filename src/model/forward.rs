@@ -1,48 +1,114 @@
 //! The forward pass as an explicit list of dispatches, built once per batch size and replayed for every step
-//! (DESIGN decisions 5 and 6; in the manner of llama2.c's `forward()`).
+//! (ARCHITECTURE.md §5 and §6; in the manner of llama2.c's `forward()`).
 //!
-//! Per step the engine writes three tiny buffers (the token ids, their positions, and `step = [n_past, n_tokens]`)
-//! and submits the list as one command buffer; the last dispatch samples the next token on the GPU, so only its id
-//! (4 bytes) comes back. Perplexity uses the same trunk with a scoring head: logits for every token and, on the GPU,
-//! the negative log-likelihood of the token that follows each, one `f32` per token back.
+//! A step's inputs are two small buffers that every graph of a session shares ([`StepInputs`]): the token ids and
+//! `step = [n_past, n_tokens, 0, 0]`. The engine writes them for a prompt; for decoding, the sampler's last pass writes
+//! them itself (the token it picked, and the position after it), so the next decode step can be submitted before the
+//! token is read back (the token loop in `src/engine/session.rs`). Per layer the decode step is 9 dispatches (10 when
+//! Q, K and V have different quantisation types): RMSNorm; Q, K and V with their biases in one product; RoPE and the
+//! KV store in one; attention (2: the context's chunks, then their combination); the output projection added onto the
+//! residual stream; RMSNorm; gate, up and SwiGLU in one; the down projection added onto the residual stream. After the
+//! layers the sampling head is the final norm, the LM head and the sampler: 2 dispatches for greedy decoding, 20 for
+//! sampling. Perplexity uses the same trunk with a scoring head: logits for every token and, on the GPU, the negative
+//! log-likelihood of the token that follows each, one `f32` per token back.
 
 use super::kv_cache::KvCache;
-use super::weights::Weights;
+use super::weights::{GateUp, Weights};
 use crate::config::ModelConfig;
-use crate::gpu::ops::{self, AttentionIo, AttentionShape, RopeParams};
+use crate::gpu::ops::sample::scratch_shapes as sample_scratch_shapes;
+use crate::gpu::ops::{self, AttentionIo, AttentionShape, Epilogue, NextStep, RopeParams, RopeStoreIo};
 use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::{err, Result};
 
-/// Inputs the engine writes before each submit.
+/// The inputs of a step, shared by all the graphs of a session.
 #[derive(Debug)]
 pub struct StepInputs {
-    /// `u32 [batch]`: the tokens of this step.
+    /// `u32 [capacity, 1]`: the tokens of this step (element 0 written by the sampler for the next decode step).
     pub ids: Tensor,
-    /// `u32 [batch]`: their positions in the sequence.
-    pub pos: Tensor,
     /// `u32 [4]`: `[n_past, n_tokens, 0, 0]`.
     pub step: Tensor,
+}
+
+impl StepInputs {
+    /// Inputs for steps of up to `capacity` tokens.
+    pub fn new(gpu: &Gpu, capacity: usize) -> Result<StepInputs> {
+        let mut buffers = Buffers::allocate(gpu, Self::shapes(capacity))?;
+        let inputs = StepInputs { ids: buffers.take("ids")?, step: buffers.take("step")? };
+        buffers.finish()?;
+        Ok(inputs)
+    }
+
+    /// The buffers [`StepInputs::new`] allocates (the memory plan counts them, `crate::model::plan`).
+    pub fn shapes(capacity: usize) -> Vec<ActivationShape> {
+        vec![ActivationShape::u32("ids", &[capacity.max(1), 1]), ActivationShape::u32("step", &[4])]
+    }
+
+    /// Writes a step of `tokens` after `n_past` cached ones (queued: it takes effect for work submitted afterwards).
+    pub fn write(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
+        if tokens.len() > self.ids.len() {
+            return Err(err!(Usage, "{} tokens for step inputs of {}", tokens.len(), self.ids.len()));
+        }
+        gpu.write_buffer(self.ids.buffer(), 0, bytemuck::cast_slice(tokens))?;
+        let step = [n_past as u32, tokens.len() as u32, 0, 0];
+        gpu.write_buffer(self.step.buffer(), 0, bytemuck::cast_slice(&step))
+    }
 }
 
 /// Activations of one batch size, `[batch, width]` each.
 #[derive(Debug)]
 struct Activations {
+    /// The residual stream.
     x: Tensor,
+    /// Its RMSNorm.
     xn: Tensor,
+    /// Q, K and V side by side, as the projections leave them.
+    qkv: Tensor,
+    /// The rotated queries.
     q: Tensor,
-    k: Tensor,
-    v: Tensor,
     attn: Tensor,
-    h: Tensor,
-    gate: Tensor,
-    up: Tensor,
+    /// `silu(gate) ⊙ up`.
+    ffn: Tensor,
+    /// Gate and up apart, for layers whose SwiGLU is not one dispatch (`None` when every layer's is).
+    gate_up: Option<(Tensor, Tensor)>,
     /// `[1, n_embd]`: the last token's normed state.
     last: Tensor,
     /// The decode attention's scratch (batch 1 only), shared by the layers, which run one after another.
     partials: Option<Tensor>,
 }
 
-/// One buffer of a dispatch list: see [`Graph::activation_shapes`].
+impl Activations {
+    /// Whether a layer computes its SwiGLU in one dispatch: gate and up stacked, and few enough tokens for the
+    /// vector kernel.
+    fn fused_swiglu(gate_up: &GateUp, batch: usize) -> bool {
+        matches!(gate_up, GateUp::Stacked(_)) && batch <= ops::MAX_VEC_TOKENS
+    }
+
+    /// Whether a pass of `batch` tokens needs gate and up activations apart: some layer's SwiGLU is not one dispatch
+    /// (see [`Activations::fused_swiglu`]; `gate_up_stacked` is [`Weights::gate_up_stacked`]).
+    fn separate_gate_up(gate_up_stacked: bool, batch: usize) -> bool {
+        !gate_up_stacked || batch > ops::MAX_VEC_TOKENS
+    }
+
+    /// Takes the activations from the buffers of [`Graph::activation_shapes`].
+    fn take(buffers: &mut Buffers, separate_gate_up: bool) -> Result<Activations> {
+        Ok(Activations {
+            x: buffers.take("x")?,
+            xn: buffers.take("xn")?,
+            qkv: buffers.take("qkv")?,
+            q: buffers.take("q")?,
+            attn: buffers.take("attn")?,
+            ffn: buffers.take("ffn")?,
+            gate_up: match separate_gate_up {
+                true => Some((buffers.take("gate")?, buffers.take("up")?)),
+                false => None,
+            },
+            last: buffers.take("last")?,
+            partials: buffers.take_optional("attention partials"),
+        })
+    }
+}
+
+/// One buffer a dispatch list (or the session) allocates: see [`Graph::activation_shapes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationShape {
     pub name: &'static str,
@@ -50,7 +116,18 @@ pub struct ActivationShape {
     pub dtype: DType,
 }
 
-/// The buffers of [`Graph::activation_shapes`], allocated, until the pass takes each by name.
+impl ActivationShape {
+    fn f32(name: &'static str, shape: &[usize]) -> ActivationShape {
+        ActivationShape { name, shape: shape.to_vec(), dtype: DType::F32 }
+    }
+
+    fn u32(name: &'static str, shape: &[usize]) -> ActivationShape {
+        ActivationShape { name, shape: shape.to_vec(), dtype: DType::U32 }
+    }
+}
+
+/// The buffers of a list of [`ActivationShape`]s, allocated, until the pass takes each by name; every one must be
+/// taken ([`Buffers::finish`]), so that what is allocated is exactly what is listed (and planned).
 struct Buffers(Vec<(&'static str, Tensor)>);
 
 impl Buffers {
@@ -59,10 +136,25 @@ impl Buffers {
         Ok(Buffers(tensors.collect::<Result<_>>()?))
     }
 
+    fn take_optional(&mut self, name: &str) -> Option<Tensor> {
+        let at = self.0.iter().position(|(n, _)| *n == name)?;
+        Some(self.0.remove(at).1)
+    }
+
     fn take(&mut self, name: &str) -> Result<Tensor> {
-        let at = self.0.iter().position(|(n, _)| *n == name);
-        let at = at.ok_or_else(|| err!(Usage, "the forward pass has no buffer '{name}' in its list"))?;
-        Ok(self.0.swap_remove(at).1)
+        self.take_optional(name).ok_or_else(|| err!(Usage, "the forward pass has no buffer '{name}' in its list"))
+    }
+
+    /// The buffers taken in order (the sampler's scratch).
+    fn take_all(&mut self, names: &[&str]) -> Result<Vec<Tensor>> {
+        names.iter().map(|name| self.take(name)).collect()
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.0.first() {
+            Some((name, _)) => Err(err!(Usage, "the forward pass allocated a buffer '{name}' it does not use")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -94,6 +186,13 @@ pub enum Head {
         logits: Tensor,
         /// `u32 [1]`: the sampled token.
         token: Tensor,
+        /// Final norm, LM head and argmax: for greedy decoding.
+        greedy: Vec<Dispatch>,
+        /// Final norm, LM head and the whole sampler chain.
+        sampled: Vec<Dispatch>,
+        /// Where the sampler starts in `greedy` and in `sampled` (after the LM head): the place of a constrained
+        /// step's mask.
+        sampler_at: usize,
     },
     Score {
         /// `u32 [batch]`: the token each position should predict (written before each submit).
@@ -102,6 +201,8 @@ pub enum Head {
         logits: Tensor,
         /// `f32 [batch]`: `-log p(targets[i])` after token `i`.
         nll: Tensor,
+        /// Final norm, LM head and NLL.
+        dispatches: Vec<Dispatch>,
     },
 }
 
@@ -109,114 +210,86 @@ pub enum Head {
 #[derive(Debug)]
 pub struct Graph {
     pub batch: usize,
-    pub inputs: StepInputs,
     pub head: Head,
-    dispatches: Vec<Dispatch>,
+    /// The embedding lookup and the layers.
+    trunk: Vec<Dispatch>,
     acts: Activations,
 }
 
 impl Graph {
-    /// Builds the forward pass for batches of exactly `batch` tokens over `cache`, ending as `kind` says; a sampler
-    /// reads its settings from `sampling` (see [`crate::gpu::ops::SamplingParams`]).
+    /// Builds the forward pass for batches of exactly `batch` tokens over `cache`, reading `inputs`, ending as `kind`
+    /// says; a sampler reads its settings from `sampling` (see [`crate::gpu::ops::SamplingParams`]) and writes the
+    /// next decode step's inputs.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         gpu: &Gpu,
         config: &ModelConfig,
         weights: &Weights,
         cache: &KvCache,
+        inputs: &StepInputs,
         batch: usize,
         kind: HeadKind,
         sampling: &Tensor,
     ) -> Result<Graph> {
-        if batch == 0 {
-            return Err(err!(Usage, "a batch of zero tokens"));
+        if batch == 0 || batch > inputs.ids.len() {
+            return Err(err!(Usage, "a batch of {batch} tokens (the step inputs hold {})", inputs.ids.len()));
         }
         let c = config;
-        let mut buffers = Buffers::allocate(gpu, Self::activation_shapes(gpu, c, cache.ctx(), batch, kind)?)?;
-        let inputs = StepInputs { ids: buffers.take("ids")?, pos: buffers.take("pos")?, step: buffers.take("step")? };
-        let a = Activations {
-            x: buffers.take("x")?,
-            xn: buffers.take("xn")?,
-            q: buffers.take("q")?,
-            k: buffers.take("k")?,
-            v: buffers.take("v")?,
-            attn: buffers.take("attn")?,
-            h: buffers.take("h")?,
-            gate: buffers.take("gate")?,
-            up: buffers.take("up")?,
-            last: buffers.take("last")?,
-            partials: buffers.take("attention partials").ok(),
-        };
-
+        let stacked = weights.gate_up_stacked();
+        let mut buffers = Buffers::allocate(gpu, Self::activation_shapes(gpu, c, stacked, cache.ctx(), batch, kind)?)?;
+        let a = Activations::take(&mut buffers, Activations::separate_gate_up(stacked, batch))?;
         let rope = RopeParams::from_config(c, weights.rope_freqs.as_ref());
         let shape = attention_shape(c, cache.ctx(), batch);
         let mut d: Vec<Dispatch> = Vec::new();
         let eps = c.rms_norm_eps;
+        let residual = Epilogue { accumulate: true, ..Epilogue::default() };
 
         // x = embedding of the tokens                                     [batch, n_embd]
-        d.extend(ops::get_rows(gpu, &weights.token_embd, &inputs.ids, &a.x)?);
+        let ids = inputs.ids.view_rows(gpu, 0, batch)?;
+        d.extend(ops::get_rows(gpu, &weights.token_embd, &ids, &a.x)?);
         for (l, w) in weights.layers.iter().enumerate() {
-            // Attention block: xn = norm(x); q, k, v = projections (+ bias); RoPE on q and k.
+            // Attention block: xn = norm(x); [q | k | v] = xn · [Wq; Wk; Wv]ᵀ + bias   [batch, (n_head + 2 n_head_kv) · head_dim]
             d.push(ops::rms_norm(gpu, &a.x, &w.attn_norm, &a.xn, eps)?);
-            d.extend(ops::matmul(gpu, &w.wq, &a.xn, &a.q)?); //                [batch, n_head · head_dim]
-            d.extend(ops::matmul(gpu, &w.wk, &a.xn, &a.k)?); //                [batch, n_head_kv · head_dim]
-            d.extend(ops::matmul(gpu, &w.wv, &a.xn, &a.v)?);
-            if let Some([bq, bk, bv]) = &w.bias {
-                d.push(ops::add(gpu, &a.q, bq, &a.q)?);
-                d.push(ops::add(gpu, &a.k, bk, &a.k)?);
-                d.push(ops::add(gpu, &a.v, bv, &a.v)?);
+            let mut column = 0;
+            for stack in &w.qkv {
+                let epilogue = Epilogue { bias: stack.bias.as_ref(), column, ..Epilogue::default() };
+                d.extend(ops::matmul_into(gpu, &stack.weight, &a.xn, &a.qkv, epilogue)?);
+                column += stack.weight.rows();
             }
-            d.push(ops::rope(gpu, &a.q, &inputs.pos, c.n_head, c.head_dim, &rope)?);
-            d.push(ops::rope(gpu, &a.k, &inputs.pos, c.n_head_kv, c.head_dim, &rope)?);
-            // The batch's keys and values join the cache at rows n_past..; attention reads rows 0..=n_past + t.
-            d.push(ops::kv_store(gpu, &a.k, &cache.k[l], &inputs.step)?);
-            d.push(ops::kv_store(gpu, &a.v, &cache.v[l], &inputs.step)?);
+            // q = RoPE(q); the cache's rows n_past.. = RoPE(k), v. Attention reads rows 0..=n_past + t.
+            let store =
+                RopeStoreIo { qkv: &a.qkv, step: &inputs.step, q: &a.q, k_cache: &cache.k[l], v_cache: &cache.v[l] };
+            d.push(ops::rope_store(gpu, store, c.n_head, c.n_head_kv, c.head_dim, &rope)?);
             let io =
                 AttentionIo { q: &a.q, k_cache: &cache.k[l], v_cache: &cache.v[l], out: &a.attn, step: &inputs.step };
             match &a.partials {
                 Some(partials) => d.extend(ops::attention_decode_with(gpu, io, shape, partials)?),
                 None => d.push(ops::attention_prefill(gpu, io, shape)?),
             }
-            // x += attn · Wo                                              [batch, n_embd]
-            d.extend(ops::matmul(gpu, &w.wo, &a.attn, &a.h)?);
-            d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
-            // Feed-forward block: x += W_down · (silu(W_gate · xn) ⊙ W_up · xn)
+            // x += attn · Woᵀ                                             [batch, n_embd]
+            d.extend(ops::matmul_into(gpu, &w.wo, &a.attn, &a.x, residual)?);
+            // Feed-forward block: x += (silu(xn · Wgateᵀ) ⊙ xn · Wupᵀ) · Wdownᵀ
             d.push(ops::rms_norm(gpu, &a.x, &w.ffn_norm, &a.xn, eps)?);
-            d.extend(ops::matmul(gpu, &w.w_gate, &a.xn, &a.gate)?); //         [batch, n_ff]
-            d.extend(ops::matmul(gpu, &w.w_up, &a.xn, &a.up)?);
-            d.push(ops::silu_mul(gpu, &a.gate, &a.up, &a.gate)?);
-            d.extend(ops::matmul(gpu, &w.w_down, &a.gate, &a.h)?);
-            d.push(ops::add(gpu, &a.x, &a.h, &a.x)?);
+            d.extend(swiglu(gpu, &w.gate_up, &a, batch)?); //                   [batch, n_ff]
+            d.extend(ops::matmul_into(gpu, &w.w_down, &a.ffn, &a.x, residual)?);
         }
-        let n_vocab = c.n_vocab as usize;
         let head = match kind {
-            HeadKind::Sample => {
-                // Only the last token's logits are needed: final norm and LM head on that row.   [1, n_vocab]
-                let (logits, token) = (buffers.take("logits")?, buffers.take("token")?);
-                let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
-                d.push(ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, eps)?);
-                d.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
-                // The next token, sampled on the GPU.                                            u32 [1]
-                d.extend(ops::sample(gpu, &logits, 0, n_vocab, sampling, &token, 0)?);
-                Head::Sample { logits, token }
-            }
-            HeadKind::Score => {
-                // Every token's logits, and the NLL of the token that follows it.       [batch, n_vocab], [batch]
-                let (targets, logits, nll) = (buffers.take("targets")?, buffers.take("logits")?, buffers.take("nll")?);
-                d.push(ops::rms_norm(gpu, &a.x, &weights.output_norm, &a.xn, eps)?);
-                d.extend(ops::matmul(gpu, weights.lm_head(), &a.xn, &logits)?);
-                d.push(ops::nll(gpu, &logits, &targets, &nll)?);
-                Head::Score { targets, logits, nll }
-            }
+            HeadKind::Sample => sample_head(gpu, c, weights, inputs, &a, &mut buffers, batch, sampling)?,
+            HeadKind::Score => score_head(gpu, c, weights, &a, &mut buffers)?,
         };
-        Ok(Graph { batch, inputs, head, dispatches: d, acts: a })
+        buffers.finish()?;
+        Ok(Graph { batch, head, trunk: d, acts: a })
     }
 
     /// Every buffer [`Graph::build`] allocates for batches of `batch` tokens over a cache of `ctx` tokens, ending as
-    /// `kind` says: the step inputs, the activations, the decode attention's scratch and the head's outputs. `build`
-    /// allocates exactly this list, and the memory plan (`crate::model::plan`) counts it, so the two cannot drift.
+    /// `kind` says: the activations, the decode attention's scratch (batch 1), and the head's outputs and scratch.
+    /// `gate_up_stacked` is [`Weights::gate_up_stacked`] (before loading: [`super::weights::weight_layout`]'s). `build`
+    /// allocates exactly this list and the memory plan (`crate::model::plan`) counts it, so the two cannot drift. The
+    /// step inputs are the session's ([`StepInputs::shapes`]).
     pub fn activation_shapes(
         gpu: &Gpu,
         config: &ModelConfig,
+        gate_up_stacked: bool,
         ctx: usize,
         batch: usize,
         kind: HeadKind,
@@ -227,19 +300,31 @@ impl Graph {
         let c = config;
         let (e, q_dim, kv_dim, ff) = (c.n_embd as usize, c.q_dim() as usize, c.kv_dim() as usize, c.n_ff as usize);
         let n_vocab = c.n_vocab as usize;
-        let f32 = |name, shape: &[usize]| ActivationShape { name, shape: shape.to_vec(), dtype: DType::F32 };
-        let u32 = |name, shape: &[usize]| ActivationShape { name, shape: shape.to_vec(), dtype: DType::U32 };
-        let mut list = vec![u32("ids", &[batch]), u32("pos", &[batch]), u32("step", &[4])];
-        for (name, width) in [("x", e), ("xn", e), ("q", q_dim), ("k", kv_dim), ("v", kv_dim), ("attn", q_dim)] {
-            list.push(f32(name, &[batch, width]));
+        let f32 = ActivationShape::f32;
+        let u32 = ActivationShape::u32;
+        let mut list = vec![
+            f32("x", &[batch, e]),
+            f32("xn", &[batch, e]),
+            f32("qkv", &[batch, q_dim + 2 * kv_dim]),
+            f32("q", &[batch, q_dim]),
+            f32("attn", &[batch, q_dim]),
+            f32("ffn", &[batch, ff]),
+        ];
+        if Activations::separate_gate_up(gate_up_stacked, batch) {
+            list.extend([f32("gate", &[batch, ff]), f32("up", &[batch, ff])]);
         }
-        list.extend([f32("h", &[batch, e]), f32("gate", &[batch, ff]), f32("up", &[batch, ff]), f32("last", &[1, e])]);
+        list.push(f32("last", &[1, e]));
         if batch == 1 {
             let partials = ops::attention_decode_partials_shape(gpu, attention_shape(c, ctx, batch))?;
             list.push(f32("attention partials", &partials));
         }
         match kind {
-            HeadKind::Sample => list.extend([f32("logits", &[1, n_vocab]), u32("token", &[1])]),
+            HeadKind::Sample => {
+                list.extend([f32("logits", &[1, n_vocab]), u32("token", &[1])]);
+                for sampled in [false, true] {
+                    list.extend(sample_scratch_shapes(n_vocab, sampled).into_iter().map(|(n, shape)| u32(n, &shape)));
+                }
+            }
             HeadKind::Score => {
                 list.extend([u32("targets", &[batch]), f32("logits", &[batch, n_vocab]), f32("nll", &[batch])])
             }
@@ -247,19 +332,37 @@ impl Graph {
         Ok(list)
     }
 
-    /// Writes the step's inputs and submits the whole pass as one command buffer. `tokens.len()` must equal the batch.
-    pub fn submit(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
-        if tokens.len() != self.batch {
-            return Err(err!(Usage, "{} tokens for a graph of batch {}", tokens.len(), self.batch));
+    /// Records the pass into `encoder`: the dispatches of [`Graph::dispatches`], with `mask` (from
+    /// [`Graph::mask_dispatch`]) between the LM head and the sampler when a constrained step gives one.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        with_head: bool,
+        greedy: bool,
+        mask: Option<&Dispatch>,
+    ) {
+        match (mask, &self.head, with_head) {
+            (Some(mask), Head::Sample { greedy: g, sampled, sampler_at, .. }, true) => {
+                let head = if greedy { g } else { sampled };
+                let (before, sampler) = head.split_at(*sampler_at);
+                gpu.encode(encoder, self.trunk.iter().chain(before).chain([mask]).chain(sampler));
+            }
+            _ => gpu.encode(encoder, self.dispatches(greedy, with_head)),
         }
-        let pos: Vec<u32> = (0..tokens.len()).map(|i| (n_past + i) as u32).collect();
-        gpu.write_buffer(self.inputs.ids.buffer(), 0, bytemuck::cast_slice(tokens))?;
-        gpu.write_buffer(self.inputs.pos.buffer(), 0, bytemuck::cast_slice(&pos))?;
-        let step = [n_past as u32, tokens.len() as u32, 0, 0];
-        gpu.write_buffer(self.inputs.step.buffer(), 0, bytemuck::cast_slice(&step))?;
-        gpu.submit(&self.dispatches);
-        Ok(())
     }
+
+    // --- Constrained decoding (README.md, "Structured output"): the one hook into the pass. ---
+
+    /// The dispatch that masks this graph's logits with `allowed` (see [`ops::apply_mask`]); a sampling graph only.
+    pub fn mask_dispatch(&self, gpu: &Gpu, allowed: &Tensor) -> Result<Dispatch> {
+        match &self.head {
+            Head::Sample { logits, .. } => ops::apply_mask(gpu, logits, 0, logits.cols(), allowed),
+            Head::Score { .. } => Err(err!(Usage, "a scoring graph samples nothing to mask")),
+        }
+    }
+
+    // --- End of the constrained-decoding hook. ---
 
     /// Writes the targets of a scoring pass (`targets.len()` must equal the batch); see [`HeadKind::Score`].
     pub fn set_targets(&self, gpu: &Gpu, targets: &[u32]) -> Result<()> {
@@ -277,17 +380,95 @@ impl Graph {
         &self.acts.x
     }
 
-    /// One line per dispatch ([`Dispatch::describe`]): what `webr1 bench --dispatches` prints.
-    pub fn describe(&self) -> Vec<String> {
-        self.dispatches.iter().map(Dispatch::describe).collect()
+    /// The dispatches a step runs, in order: the trunk, then the head unless `with_head` is false (the chunks of a
+    /// prompt before its last need no logits); `greedy` picks the sampling head's argmax list over the sampler chain.
+    pub fn dispatches(&self, greedy: bool, with_head: bool) -> impl Iterator<Item = &Dispatch> {
+        let head: &[Dispatch] = match (&self.head, with_head) {
+            (_, false) => &[],
+            (Head::Sample { greedy: list, .. }, true) if greedy => list,
+            (Head::Sample { sampled, .. }, true) => sampled,
+            (Head::Score { dispatches, .. }, true) => dispatches,
+        };
+        self.trunk.iter().chain(head)
     }
 
-    /// Dispatches in the pass (for reports and tests).
+    /// One line per dispatch of a greedy step ([`Dispatch::describe`]): what `webr1 bench --dispatches` prints.
+    pub fn describe(&self) -> Vec<String> {
+        self.dispatches(true, true).map(Dispatch::describe).collect()
+    }
+
+    /// Dispatches in a greedy step (for reports and tests).
     pub fn len(&self) -> usize {
-        self.dispatches.len()
+        self.dispatches(true, true).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dispatches.is_empty()
+        self.len() == 0
     }
+}
+
+/// `ffn = silu(xn · Wgateᵀ) ⊙ (xn · Wupᵀ)`: one dispatch when gate and up are stacked and the batch is small; else
+/// the two products (views of a stack, or the two weights) and the element-wise SwiGLU.
+fn swiglu(gpu: &Gpu, gate_up: &GateUp, a: &Activations, batch: usize) -> Result<Vec<Dispatch>> {
+    if Activations::fused_swiglu(gate_up, batch) {
+        if let GateUp::Stacked(w) = gate_up {
+            return ops::silu_mul_vec(gpu, w, &a.xn, &a.ffn);
+        }
+    }
+    let (gate, up) = a.gate_up.as_ref().ok_or_else(|| err!(Usage, "no gate and up activations for a SwiGLU"))?;
+    let mut d = Vec::new();
+    match gate_up {
+        GateUp::Stacked(w) => {
+            let n_ff = w.rows() / 2;
+            d.extend(ops::matmul(gpu, &w.view_rows(gpu, 0, n_ff)?, &a.xn, gate)?);
+            d.extend(ops::matmul(gpu, &w.view_rows(gpu, n_ff, n_ff)?, &a.xn, up)?);
+        }
+        GateUp::Separate { gate: wg, up: wu } => {
+            d.extend(ops::matmul(gpu, wg, &a.xn, gate)?);
+            d.extend(ops::matmul(gpu, wu, &a.xn, up)?);
+        }
+    }
+    d.push(ops::silu_mul(gpu, gate, up, &a.ffn)?);
+    Ok(d)
+}
+
+/// The sampling head: the last token's final norm and logits, then argmax (greedy) or the sampler chain; the
+/// token also becomes the next decode step's input.
+#[allow(clippy::too_many_arguments)]
+fn sample_head(
+    gpu: &Gpu,
+    c: &ModelConfig,
+    weights: &Weights,
+    inputs: &StepInputs,
+    a: &Activations,
+    buffers: &mut Buffers,
+    batch: usize,
+    sampling: &Tensor,
+) -> Result<Head> {
+    let n_vocab = c.n_vocab as usize;
+    let (logits, token) = (buffers.take("logits")?, buffers.take("token")?);
+    let scratch = |sampled| sample_scratch_shapes(n_vocab, sampled).into_iter().map(|(name, _)| name).collect();
+    let (argmax_scratch, sample_scratch): (Vec<_>, Vec<_>) = (scratch(false), scratch(true));
+    let (argmax_scratch, sample_scratch) = (buffers.take_all(&argmax_scratch)?, buffers.take_all(&sample_scratch)?);
+    // Only the last token's logits are needed: final norm and LM head on that row.               [1, n_vocab]
+    let last_row = a.x.view_rows(gpu, batch - 1, 1)?;
+    let mut logits_of_last = vec![ops::rms_norm(gpu, &last_row, &weights.output_norm, &a.last, c.rms_norm_eps)?];
+    logits_of_last.extend(ops::matmul(gpu, weights.lm_head(), &a.last, &logits)?);
+    // The next token, chosen on the GPU, written to `token` and to the next step's inputs.             u32 [1]
+    let next = Some(NextStep { ids: &inputs.ids, step: &inputs.step });
+    let sampler_at = logits_of_last.len();
+    let mut greedy = logits_of_last.clone();
+    greedy.extend(ops::argmax_next_with(gpu, &logits, 0, n_vocab, &token, 0, next, &argmax_scratch)?);
+    let mut sampled = logits_of_last;
+    sampled.extend(ops::sample_next_with(gpu, &logits, 0, n_vocab, sampling, &token, 0, next, &sample_scratch)?);
+    Ok(Head::Sample { logits, token, greedy, sampled, sampler_at })
+}
+
+/// The scoring head: every token's logits and the NLL of the token that follows it.    [batch, n_vocab], [batch]
+fn score_head(gpu: &Gpu, c: &ModelConfig, weights: &Weights, a: &Activations, buffers: &mut Buffers) -> Result<Head> {
+    let (targets, logits, nll) = (buffers.take("targets")?, buffers.take("logits")?, buffers.take("nll")?);
+    let mut dispatches = vec![ops::rms_norm(gpu, &a.x, &weights.output_norm, &a.xn, c.rms_norm_eps)?];
+    dispatches.extend(ops::matmul(gpu, weights.lm_head(), &a.xn, &logits)?);
+    dispatches.push(ops::nll(gpu, &logits, &targets, &nll)?);
+    Ok(Head::Score { targets, logits, nll, dispatches })
 }

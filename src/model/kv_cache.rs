@@ -1,4 +1,4 @@
-//! The KV cache: keys and values of every layer for a preallocated context (DESIGN decision 7), f16 when the device
+//! The KV cache: keys and values of every layer for a preallocated context (ARCHITECTURE.md §7), f16 when the device
 //! has `shader-f16`, f32 otherwise, and the tokens they belong to, so that a new prompt that extends them (the next turn
 //! of a chat) only computes its new suffix.
 

@@ -9,4 +9,4 @@ pub mod weights;
 pub use forward::{ActivationShape, Graph, Head, HeadKind, StepInputs};
 pub use kv_cache::KvCache;
 pub use plan::{MemoryPlan, PlanRequest};
-pub use weights::{LayerWeights, WeightLoader, Weights};
+pub use weights::{weight_layout, GateUp, LayerWeights, Stack, WeightLayout, WeightLoader, WeightShape, Weights};

@@ -5,16 +5,19 @@
 //! cannot fit: a row of a weight larger than one binding, one layer's keys larger than one binding, or more bytes in all
 //! than a budget the user gives (`--gpu-memory`, `gpuMemory`). The plan lists:
 //!
-//! - **weights**: each tensor the loader creates ([`crate::model::weights::weight_names`]) and how it is split by rows
-//!   across buffers of at most the binding size ([`crate::gpu::split_rows`], the split the loader makes);
+//! - **weights**: each weight the loader creates ([`weight_layout`]: GGUF tensors stacked as the loader stacks them,
+//!   Q, K and V, and gate and up where they can share a buffer) and how it is split by rows across buffers of at most
+//!   the binding size ([`crate::gpu::split_rows`], the split the loader makes);
 //! - **KV cache**: keys and values of every layer for the context, f16 with `shader-f16` and f32 otherwise
 //!   ([`KvCache::layer_shape`]);
-//! - **activations**: the buffers of the decode dispatch list and of a full prefill chunk, plus room for the odd-sized
-//!   prefill lists the session keeps ([`Graph::activation_shapes`], the list `Graph::build` allocates);
-//! - **scratch**: the session's readback staging buffer and sampling settings.
+//! - **activations**: the buffers of the decode dispatch list and of a full prefill chunk (with the decode attention's
+//!   scratch and the sampler's), plus room for the odd-sized prefill lists the session keeps
+//!   ([`Graph::activation_shapes`], the list `Graph::build` allocates);
+//! - **scratch**: the session's own buffers ([`crate::engine::session_scratch_bytes`]): the step inputs every list
+//!   shares, the sampling settings, the readback staging buffer, the ring the sampled tokens are copied into, and
+//!   structured output's token mask.
 //!
-//! Not counted: each dispatch's uniform of parameters (16-32 bytes) and the sampler's state (a few KiB), well under
-//! 0.1 % of any model. The scoring lists of perplexity and teacher-forced logits are planned apart
+//! Not counted: each dispatch's uniform of parameters (16-32 bytes), well under 0.1 % of any model. The scoring lists of perplexity and teacher-forced logits are planned apart
 //! ([`MemoryPlan::scoring`]): generation never builds them.
 //!
 //! The context rule, for every shell: a context that is given must lie within the model's own (a longer one is a
@@ -25,12 +28,11 @@
 
 use super::forward::{ActivationShape, Graph, HeadKind};
 use super::kv_cache::KvCache;
-use super::weights::weight_names;
+use super::weights::{weight_layout, WeightShape};
 use crate::config::ModelConfig;
+use crate::engine::{context_length, session_scratch_bytes};
 use crate::gguf::TensorInfo;
-use crate::gpu::ops::SamplingParams;
 use crate::gpu::{buffer_bytes, split_rows, tensor_bytes, DType, Gpu};
-use crate::quant::GgmlType;
 use crate::{err, Result};
 
 /// With no context given, a budget that leaves room for fewer tokens than this (or the model's own context, when
@@ -49,9 +51,10 @@ pub struct PartPlan {
     pub bytes: u64,
 }
 
-/// One weight tensor and its buffers.
+/// One weight the loader creates (GGUF tensors stacked by rows, or a vector) and its buffers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WeightPlan {
+    /// The GGUF tensors it holds, joined by `+`.
     pub name: String,
     #[serde(serialize_with = "dtype_name")]
     pub dtype: DType,
@@ -93,8 +96,16 @@ pub struct GraphPlan {
 }
 
 impl GraphPlan {
-    fn new(gpu: &Gpu, config: &ModelConfig, ctx: usize, batch: usize, kind: HeadKind) -> Result<GraphPlan> {
-        let shapes = Graph::activation_shapes(gpu, config, ctx, batch, kind)?;
+    /// `gate_up_stacked`: whether every layer's gate and up share a stack ([`weight_layout`]).
+    fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        gate_up_stacked: bool,
+        ctx: usize,
+        batch: usize,
+        kind: HeadKind,
+    ) -> Result<GraphPlan> {
+        let shapes = Graph::activation_shapes(gpu, config, gate_up_stacked, ctx, batch, kind)?;
         let sizes = shapes.iter().map(shape_bytes).collect::<Result<Vec<u64>>>()?;
         Ok(GraphPlan { batch, largest: sizes.iter().copied().max().unwrap_or(0), bytes: sizes.iter().sum() })
     }
@@ -119,7 +130,7 @@ pub struct MemoryPlan {
     /// Room for the odd-sized prefill lists the session keeps (the last chunk of a prompt): at most
     /// `ODD_GRAPHS_KEPT` lists of one token less than a full chunk.
     pub odd_prefill_bytes: u64,
-    /// The session's readback staging buffer and sampling settings.
+    /// The session's own buffers: step inputs, sampling settings, readback staging buffer, token ring, token mask.
     pub scratch_bytes: u64,
     /// Perplexity and teacher-forced logits: a full chunk's scoring list (its logits are `[batch, n_vocab]` f32), not
     /// part of [`MemoryPlan::total`].
@@ -154,7 +165,9 @@ impl MemoryPlan {
             return Err(err!(Usage, "a context of 0 tokens"));
         }
         let max_binding = gpu.max_binding_bytes();
-        let weights = plan_weights(config, tensors, max_binding)?;
+        let layout = weight_layout(gpu, config, tensors)?;
+        let weights = plan_weights(tensors, &layout.weights, max_binding)?;
+        let stacked = layout.gate_up_stacked;
         let kv = KvPlan {
             dtype: KvCache::dtype(gpu),
             ctx,
@@ -177,11 +190,11 @@ impl MemoryPlan {
             ));
         }
         let batch = prefill_batch.clamp(1, ctx);
-        let decode = GraphPlan::new(gpu, config, ctx, 1, HeadKind::Sample)?;
-        let prefill = GraphPlan::new(gpu, config, ctx, batch, HeadKind::Sample)?;
+        let decode = GraphPlan::new(gpu, config, stacked, ctx, 1, HeadKind::Sample)?;
+        let prefill = GraphPlan::new(gpu, config, stacked, ctx, batch, HeadKind::Sample)?;
         let odd_prefill_bytes = match batch {
             1 => 0,
-            _ => ODD_GRAPHS_KEPT * GraphPlan::new(gpu, config, ctx, batch - 1, HeadKind::Sample)?.bytes,
+            _ => ODD_GRAPHS_KEPT * GraphPlan::new(gpu, config, stacked, ctx, batch - 1, HeadKind::Sample)?.bytes,
         };
         for graph in [&decode, &prefill] {
             if graph.largest > max_binding {
@@ -195,9 +208,8 @@ impl MemoryPlan {
                 ));
             }
         }
-        let readback = buffer_bytes((u64::from(config.n_vocab) * 4).max(16));
-        let scratch_bytes = readback + buffer_bytes(SamplingParams::WORDS as u64 * 4);
-        let scoring = GraphPlan::new(gpu, config, ctx, batch, HeadKind::Score)?;
+        let scratch_bytes = session_scratch_bytes(config, prefill_batch)?;
+        let scoring = GraphPlan::new(gpu, config, stacked, ctx, batch, HeadKind::Score)?;
         Ok(MemoryPlan {
             max_binding_bytes: max_binding,
             max_buffer_bytes: gpu.max_buffer_bytes(),
@@ -217,18 +229,11 @@ impl MemoryPlan {
     pub fn choose(gpu: &Gpu, config: &ModelConfig, tensors: &[TensorInfo], request: PlanRequest) -> Result<MemoryPlan> {
         let model_ctx = config.context_length as usize;
         let plan_at = |ctx: usize| MemoryPlan::new(gpu, config, tensors, ctx, request.prefill_batch);
+        // A context given must lie within the model's own (the one rule every shell shares, `engine::request`).
         let mut plan = match request.context {
-            Some(0) => return Err(err!(Usage, "the context length must be at least 1 token")),
-            Some(ctx) if ctx > model_ctx => {
-                return Err(err!(
-                    Usage,
-                    "a context of {ctx} tokens is longer than this model's own ({model_ctx} tokens); ask for \
-                     {model_ctx} or fewer"
-                ))
-            }
-            Some(ctx) => plan_at(ctx)?,
+            Some(ctx) => plan_at(context_length(Some(ctx), model_ctx, request.max_context)?)?,
             None => {
-                let cap = model_ctx.min(request.max_context).max(1);
+                let cap = context_length(None, model_ctx, request.max_context)?.max(1);
                 // The longest context whose keys fit one binding.
                 let row = KvCache::dtype(gpu).row_bytes(u64::from(config.kv_dim())).unwrap_or(1).max(1);
                 let by_binding = (gpu.max_binding_bytes() / row) as usize;
@@ -283,10 +288,7 @@ impl MemoryPlan {
         // Layers' tensors of the same shape are one line: `blk.*.ffn_down.weight (183.8 MiB Q6_K) in 2 buffers × 44`.
         let mut split: Vec<(String, usize)> = Vec::new();
         for w in self.split_weights() {
-            let name = match w.name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')) {
-                Some((layer, tail)) if layer.bytes().all(|b| b.is_ascii_digit()) => format!("blk.*.{tail}"),
-                _ => w.name.clone(),
-            };
+            let name = any_layer(&w.name);
             let line = format!("{name} ({} {}) in {} buffers", human(w.bytes()), w.dtype.name(), w.parts.len());
             match split.iter_mut().find(|(l, _)| *l == line) {
                 Some((_, count)) => *count += 1,
@@ -303,7 +305,8 @@ impl MemoryPlan {
                 human(self.max_buffer_bytes)
             ),
             format!(
-                "weights     {} in {} buffers ({} tensors; largest buffer {})",
+                "weights     {} in {} buffers ({} weights, Q, K and V and gate and up stacked where they can be; largest \
+                 buffer {})",
                 human(self.weight_bytes()),
                 self.weights.iter().map(|w| w.parts.len()).sum::<usize>(),
                 self.weights.len(),
@@ -342,22 +345,38 @@ impl MemoryPlan {
     }
 }
 
-/// The plans of each weight the loader creates, split as the loader splits them.
-fn plan_weights(config: &ModelConfig, tensors: &[TensorInfo], max_binding: u64) -> Result<Vec<WeightPlan>> {
-    weight_names(config)
-        .into_iter()
-        .map(|name| {
-            let t = tensors
-                .iter()
-                .find(|t| t.name == name)
-                .ok_or_else(|| err!(ConfigBadValue, "the model has no '{name}' tensor"))?;
-            t.ty.check_supported()?;
-            let (rows, cols) = (t.n_rows() as usize, t.row_len() as usize);
-            let dtype = if t.ty == GgmlType::F32 { DType::F32 } else { DType::Ggml(t.ty) };
-            let row_bytes = tensor_bytes(&name, &[cols], dtype)?;
-            let ranges = match t.dims.len() {
-                1 => vec![(0, 1)],
-                _ => split_rows(&name, rows, row_bytes, max_binding).map_err(|e| row_too_large(e, max_binding))?,
+/// `name` with each layer number written `*`: `blk.3.ffn_gate.weight+blk.3.ffn_up.weight` is
+/// `blk.*.ffn_gate.weight+blk.*.ffn_up.weight`.
+fn any_layer(name: &str) -> String {
+    let one = |part: &str| match part.strip_prefix("blk.").and_then(|rest| rest.split_once('.')) {
+        Some((layer, tail)) if !layer.is_empty() && layer.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("blk.*.{tail}")
+        }
+        _ => part.to_string(),
+    };
+    name.split('+').map(one).collect::<Vec<_>>().join("+")
+}
+
+/// The plans of each weight the loader creates ([`weight_layout`]), split as the loader splits them.
+fn plan_weights(tensors: &[TensorInfo], layout: &[WeightShape], max_binding: u64) -> Result<Vec<WeightPlan>> {
+    for t in tensors {
+        t.ty.check_supported()?;
+    }
+    layout
+        .iter()
+        .map(|w| {
+            let row_bytes = tensor_bytes(&w.label, &[w.cols], w.dtype)?;
+            let ranges = match w.matrix {
+                true => {
+                    split_rows(&w.label, w.rows, row_bytes, max_binding).map_err(|e| row_too_large(e, max_binding))?
+                }
+                false if row_bytes > max_binding => {
+                    return Err(row_too_large(
+                        err!(GpuLimits, "{}: {row_bytes} bytes do not fit one binding", w.label),
+                        max_binding,
+                    ))
+                }
+                false => vec![(0, 1)],
             };
             let parts = ranges
                 .into_iter()
@@ -367,7 +386,7 @@ fn plan_weights(config: &ModelConfig, tensors: &[TensorInfo], max_binding: u64) 
                     bytes: buffer_bytes(n_rows as u64 * row_bytes),
                 })
                 .collect();
-            Ok(WeightPlan { name, dtype, rows, cols, parts })
+            Ok(WeightPlan { name: w.label.clone(), dtype: w.dtype, rows: w.rows, cols: w.cols, parts })
         })
         .collect()
 }
@@ -520,6 +539,14 @@ mod tests {
             assert_eq!(e.code(), "usage", "{text:?}");
             assert!(e.message.contains("--gpu-memory"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn layers_of_a_stack_group_as_one() {
+        assert_eq!(any_layer("blk.12.ffn_down.weight"), "blk.*.ffn_down.weight");
+        assert_eq!(any_layer("blk.3.ffn_gate.weight+blk.3.ffn_up.weight"), "blk.*.ffn_gate.weight+blk.*.ffn_up.weight");
+        assert_eq!(any_layer("output.weight"), "output.weight");
+        assert_eq!(any_layer("blk.x.a"), "blk.x.a");
     }
 
     #[test]

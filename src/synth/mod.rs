@@ -1,5 +1,5 @@
 //! Synthetic models: GGUF files with random weights at the exact shapes of the six R1 distills, for benchmarks and
-//! memory tests (DESIGN.md: "Full-size benchmarks and memory tests use synthetic weights at the R1 shapes").
+//! memory tests (ARCHITECTURE.md §11).
 //!
 //! A [`SynthModel`] is a header (the shape's hyper-parameters, a real tokenizer and chat template, the tensor table of
 //! [`table`]) and a rule that makes any chunk of any tensor's bytes on demand ([`fill`]). `webr1 synth` writes it to a

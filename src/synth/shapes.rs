@@ -1,5 +1,6 @@
-//! The shapes of the six DeepSeek-R1 distills (DESIGN.md's model table), from the public `config.json` of each:
-//! DeepSeek-R1-Distill-Qwen-1.5B/7B/14B/32B (Qwen2.5 shapes) and DeepSeek-R1-Distill-Llama-8B/70B (Llama-3.1 shapes).
+//! The shapes of the six DeepSeek-R1 distills (the model table of ARCHITECTURE.md, "What webr1 is"), from the public
+//! `config.json` of each: DeepSeek-R1-Distill-Qwen-1.5B/7B/14B/32B (Qwen2.5 shapes) and
+//! DeepSeek-R1-Distill-Llama-8B/70B (Llama-3.1 shapes).
 
 use crate::config::Architecture;
 use crate::{err, Result};

@@ -1,10 +1,13 @@
-//! The browser binding: the one place where `#[wasm_bindgen]` meets the engine (DESIGN decision 9). The npm package's
+//! The browser binding: the one place where `#[wasm_bindgen]` meets the engine (ARCHITECTURE.md §9). The npm package's
 //! JS (`pkg/src/`) turns this into the OpenAI-shaped API; it runs the same [`Engine`] as the native binary.
 //!
 //! - [`WebEngine::load`] takes a JS model source (see [`source`]), options and a progress callback;
 //! - [`WebEngine::generate`] runs one request, calling back with each reasoning or answer delta, and resolves to how it
 //!   finished (reason, usage, token ids);
-//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory.
+//! - [`WebEngine::abort`] stops the running generation at its next token; [`WebEngine::unload`] frees the GPU memory;
+//! - [`WebEngine::profile`] is `webr1 bench --profile` in the browser (a hook for tests and measurements).
+//! - a lost device fails the running and every later call with `gpu.device_lost`; the package's `reload()` loads the
+//!   model again into a new `WebEngine` (a new device).
 //!
 //! Errors reach JS as `Error`s with a stable `code` ([`errors`]). Options and events cross as plain objects through
 //! `serde-wasm-bindgen`.
@@ -21,9 +24,10 @@ pub fn gpu_buffers_created() -> f64 {
     crate::gpu::buffers_created_in_process() as f64
 }
 
-use crate::chat::Message;
+use crate::chat::{Message, ToolCall, Tools};
 use crate::engine::{
-    teacher_forced, AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, Request, Sampling,
+    teacher_forced, AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, OutputFormat, Request,
+    Sampling,
 };
 use crate::gpu::GpuOptions;
 use crate::{err, Result};
@@ -92,14 +96,32 @@ struct GenerateOptions {
     max_tokens: Option<usize>,
     thinking_budget: Option<usize>,
     stop: Vec<String>,
+    /// Structured output, as JSON texts (parsed here with serde_json's nesting limit): OpenAI's `response_format`,
+    /// `tools`, `tool_choice`; and `parallel_tool_calls`, webr1's `grammar` (Lark) and `regex`.
+    response_format: Option<String>,
+    tools: Option<String>,
+    tool_choice: Option<String>,
+    parallel_tool_calls: Option<bool>,
+    grammar: Option<String>,
+    regex: Option<String>,
 }
 
-/// A delta, as the callback of [`WebEngine::generate`] receives it.
+/// A delta, as the callback of [`WebEngine::generate`] receives it: `{type: "reasoning" | "content", text}`, or
+/// `{type: "tool_call", index, id?, name?, arguments}` for a piece of a tool call.
 #[derive(Serialize)]
 struct EventObject<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
 }
 
 /// How a generation finished, as [`WebEngine::generate`] resolves.
@@ -114,6 +136,7 @@ struct FinishObject {
     decode_tokens_per_second: f64,
     token_ids: Vec<u32>,
     note: Option<String>,
+    tool_calls: Vec<ToolCall>,
 }
 
 impl From<Finish> for FinishObject {
@@ -129,6 +152,7 @@ impl From<Finish> for FinishObject {
             decode_tokens_per_second: u.decode_tokens_per_second,
             token_ids: f.token_ids,
             note: f.note,
+            tool_calls: f.tool_calls,
         }
     }
 }
@@ -160,6 +184,8 @@ pub struct WebEngine {
     engine: Rc<RefCell<Slot>>,
     abort: AbortHandle,
     info: serde_json::Value,
+    /// The engine's GPU device, reachable while a generation holds the engine (for [`WebEngine::lose_device`]).
+    device: wgpu::Device,
 }
 
 #[wasm_bindgen]
@@ -192,6 +218,22 @@ impl WebEngine {
     /// highest logits and the log-sum-exp of all (see `webr1::engine::teacher_forced`). A cached chat prefix is lost.
     pub async fn teacher_forced(&self, ids: Vec<u32>, top_k: u32) -> std::result::Result<JsValue, JsValue> {
         run_teacher_forced(&self.engine, &ids, top_k as usize).await.map_err(to_js)
+    }
+
+    /// A profile of `n_tokens` greedy decode steps from position 0, after a profiled prefill of `n_prompt` tokens
+    /// unless 0, each after an unprofiled warm-up run when `warmup`: what `webr1 bench --profile` measures natively
+    /// (`webr1::engine::Profile`: dispatches, submissions, waits and bytes read per token; GPU time per op where the
+    /// adapter has `timestamp-query`, wall time always). Resolves to `{decode, prefill}` (`prefill` is `null` for 0).
+    /// A cached chat prefix is lost.
+    pub async fn profile(&self, n_tokens: u32, n_prompt: u32, warmup: bool) -> std::result::Result<JsValue, JsValue> {
+        run_profile(&self.engine, n_tokens as usize, n_prompt as usize, warmup).await.map_err(to_js)
+    }
+
+    /// A hook for tests: destroys the engine's `GPUDevice` now, even mid-generation, as a driver reset or a
+    /// reclaimed background tab loses it. The running generation then fails with `gpu.device_lost`, and so does
+    /// every later call until the model is loaded again.
+    pub fn lose_device(&self) {
+        self.device.destroy();
     }
 
     /// Stops the running generation before its next token (it finishes with `finish_reason: "abort"`).
@@ -236,7 +278,8 @@ impl WebEngine {
         let engine = Engine::load(&mut source, engine_options, progress).await?;
         let info = describe(&engine);
         let abort = engine.abort_handle();
-        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info })
+        let device = engine.gpu().device().clone();
+        Ok(WebEngine { engine: Rc::new(RefCell::new(Slot::Ready(Box::new(engine)))), abort, info, device })
     }
 }
 
@@ -276,19 +319,53 @@ async fn run_teacher_forced(slot: &Rc<RefCell<Slot>>, ids: &[u32], top_k: usize)
     to_value(&result?)
 }
 
+async fn run_profile(slot: &Rc<RefCell<Slot>>, n_tokens: usize, n_prompt: usize, warmup: bool) -> Result<JsValue> {
+    let mut engine = take(slot)?;
+    let result = profile_with(&mut engine, n_tokens, n_prompt, warmup).await;
+    give_back(slot, engine);
+    result
+}
+
+async fn profile_with(engine: &mut Engine, n_tokens: usize, n_prompt: usize, warmup: bool) -> Result<JsValue> {
+    if n_tokens == 0 || n_tokens.max(n_prompt) > engine.context_length() {
+        return Err(err!(Usage, "profile: 1 to {} decode steps and prompt tokens", engine.context_length()));
+    }
+    // Token ids spread over the vocabulary; their values do not change the work.
+    let n_vocab = engine.tokenizer().n_vocab().max(1) as u64;
+    let ids: Vec<u32> = (0..n_prompt as u64).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect();
+    let session = engine.session();
+    let prefill = match n_prompt {
+        0 => None,
+        _ => Some(session.profile_prefill(&ids, warmup).await?),
+    };
+    let decode = session.profile_decode(1, n_tokens, warmup).await?;
+    to_value(&serde_json::json!({ "decode": decode, "prefill": prefill }))
+}
+
 async fn generate_with(engine: &mut Engine, request: Request, on_event: &Function) -> Result<JsValue> {
     let mut generation = engine.generate(request)?;
     let mut finish = None;
     while let Some(event) = generation.next().await {
-        let (kind, text) = match event? {
-            Event::Reasoning(text) => ("reasoning", text),
-            Event::Content(text) => ("content", text),
+        let event = event?;
+        let plain =
+            |kind, text| EventObject { kind, text: Some(text), index: None, id: None, name: None, arguments: None };
+        let object = match &event {
+            Event::Reasoning(text) => plain("reasoning", text),
+            Event::Content(text) => plain("content", text),
+            Event::ToolCall(d) => EventObject {
+                kind: "tool_call",
+                text: None,
+                index: Some(d.index),
+                id: d.id.as_deref(),
+                name: d.name.as_deref(),
+                arguments: Some(&d.arguments),
+            },
             Event::Done(f) => {
-                finish = Some(f);
+                finish = Some(f.clone());
                 continue;
             }
         };
-        let value = to_value(&EventObject { kind, text: &text })?;
+        let value = to_value(&object)?;
         on_event.call1(&JsValue::NULL, &value).map_err(|e| errors::from_js(&e, "the event callback"))?;
     }
     let finish = finish.ok_or_else(|| err!(Usage, "the generation ended without finishing"))?;
@@ -296,6 +373,7 @@ async fn generate_with(engine: &mut Engine, request: Request, on_event: &Functio
 }
 
 fn build_request(o: GenerateOptions) -> Result<Request> {
+    let (format, tools) = structured_options(&o)?;
     let input = match (o.messages, o.prompt_ids) {
         (Some(messages), None) => Input::Messages(messages),
         (None, Some(ids)) => Input::Tokens { ids, starts_in_reasoning: o.starts_in_reasoning },
@@ -304,30 +382,58 @@ fn build_request(o: GenerateOptions) -> Result<Request> {
     };
     let defaults = Sampling::default();
     let temperature = o.temperature.unwrap_or(defaults.temperature);
-    let check = |name: &str, v: f32, lo: f32, hi: f32| -> Result<()> {
-        match v.is_finite() && (lo..=hi).contains(&v) {
-            true => Ok(()),
-            false => Err(err!(Usage, "{name} must be between {lo} and {hi}, not {v}")),
-        }
-    };
-    check("temperature", temperature, 0.0, 2.0)?;
-    let top_p = o.top_p.unwrap_or(defaults.top_p);
-    check("top_p", top_p, 0.0, 1.0)?;
-    let min_p = o.min_p.unwrap_or(defaults.min_p);
-    check("min_p", min_p, 0.0, 1.0)?;
     let seed = match o.seed {
         None => js_sys::Math::random().to_bits(),
         Some(s) if s.is_finite() && s >= 0.0 && s.fract() == 0.0 => s as u64,
         Some(s) => return Err(err!(Usage, "seed must be a non-negative integer, not {s}")),
     };
-    let sampling = match temperature == 0.0 {
-        true => Sampling::greedy(),
-        false => Sampling { temperature, top_k: o.top_k.unwrap_or(defaults.top_k), top_p, min_p, seed },
+    let sampling = Sampling {
+        temperature,
+        top_k: o.top_k.unwrap_or(defaults.top_k),
+        top_p: o.top_p.unwrap_or(defaults.top_p),
+        min_p: o.min_p.unwrap_or(defaults.min_p),
+        seed,
     };
-    if o.max_tokens == Some(0) {
-        return Err(err!(Usage, "max_tokens must be at least 1"));
+    // The same check as every shell's (`Request::validate`); temperature 0 is greedy once it has passed.
+    sampling.validate()?;
+    let sampling = if temperature == 0.0 { Sampling::greedy() } else { sampling };
+    let request = Request {
+        input,
+        sampling,
+        max_tokens: o.max_tokens,
+        thinking_budget: o.thinking_budget,
+        stop: o.stop,
+        format,
+        tools,
+    };
+    request.validate()?;
+    Ok(request)
+}
+
+/// The request's response format or tools, parsed from the JSON texts the package sends (see [`GenerateOptions`]).
+fn structured_options(o: &GenerateOptions) -> Result<(Option<OutputFormat>, Option<Tools>)> {
+    let json = |text: &Option<String>, name: &str, code: crate::ErrorCode| -> Result<Option<serde_json::Value>> {
+        text.as_deref()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| crate::Error::new(code, format!("{name} is not valid JSON: {e}")))
+            })
+            .transpose()
+    };
+    let response_format = json(&o.response_format, "response_format", crate::ErrorCode::StructuredSchema)?;
+    let format = OutputFormat::from_openai(response_format.as_ref(), o.grammar.as_deref(), o.regex.as_deref())?;
+    let tools_list = json(&o.tools, "tools", crate::ErrorCode::ToolsInvalid)?;
+    let choice = json(&o.tool_choice, "tool_choice", crate::ErrorCode::ToolsInvalid)?;
+    let parallel = o.parallel_tool_calls.map(serde_json::Value::Bool);
+    let tools = Tools::from_json(tools_list.as_ref(), choice.as_ref(), parallel.as_ref())?;
+    if let Some(messages) = &o.messages {
+        if let Some(i) = messages.iter().position(|m| m.role == "tool" && m.tool_call_id.is_none()) {
+            return Err(err!(
+                ToolsInvalid,
+                "message {i}: a tool message needs the 'tool_call_id' of the call it answers"
+            ));
+        }
     }
-    Ok(Request { input, sampling, max_tokens: o.max_tokens, thinking_budget: o.thinking_budget, stop: o.stop })
+    Ok((format, tools))
 }
 
 /// What `engine.info()` reports.

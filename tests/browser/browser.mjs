@@ -42,8 +42,14 @@ export function missing(models = []) {
   return why;
 }
 
-// A browser with WebGPU (or without, for the webgpu.unavailable test).
-export function launch({ webgpu = true } = {}) {
-  const args = webgpu ? [...FLAGS, '--enable-unsafe-webgpu'] : FLAGS;
-  return chromium.launch({ executablePath: CHROMIUM, args, headless: true });
+// A browser context with a profile kept in `dir` (not an incognito one: its origin private file system is on disk,
+// with modification times), WebGPU on.
+export function launchPersistent(dir, { args = [] } = {}) {
+  return chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, args: [...FLAGS, '--enable-unsafe-webgpu', ...args], headless: true });
+}
+
+// A browser with WebGPU (or without, for the webgpu.unavailable test), with `args` besides the usual flags.
+export function launch({ webgpu = true, args = [] } = {}) {
+  const all = webgpu ? [...FLAGS, '--enable-unsafe-webgpu', ...args] : [...FLAGS, ...args];
+  return chromium.launch({ executablePath: CHROMIUM, args: all, headless: true });
 }

@@ -1,5 +1,6 @@
 // webr1 as its users consume it: the packed package installed into a fresh project (pack.mjs), type-checked by
-// TypeScript users (app/usage.ts must pass `tsc --noEmit`, app/type-errors.ts must fail on each marked line) and built
+// TypeScript users (app/usage.ts must pass `tsc --noEmit`, app/type-errors.ts must fail on each marked line, and so
+// must the ```js examples of README.md and pkg/README.md, checked as JavaScript) and built
 // by Vite users (app/index.html + app/main.js: the built app must find the wasm and the worker and answer in Chromium).
 // TypeScript and Vite are this folder's pinned devDependencies. Without them, Chromium, a built pkg/ or the smol135
 // model the tests skip, except under CI=true, where they fail.
@@ -12,7 +13,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { serve } from './server.mjs';
-import { installPacked } from './pack.mjs';
+import { installPacked, ROOT } from './pack.mjs';
 import { launch, inCi, missing } from './browser.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -75,6 +76,39 @@ test('TypeScript: the declarations reject the mistakes a user can make, each on 
   const failing = [...new Set([...r.output.matchAll(/^type-errors\.ts\((\d+),\d+\): error TS\d+/gm)].map((m) => Number(m[1])))];
   assert.deepEqual(failing.sort((a, b) => a - b), marked, `tsc errors on lines ${failing}, type-errors.ts marks ${marked}:\n${r.output}`);
   assert.doesNotMatch(r.output, /^(?!type-errors\.ts)\S+\(\d+,\d+\): error/m, `tsc found errors outside type-errors.ts:\n${r.output}`);
+});
+
+// The ```js blocks of the READMEs, in order, each with the line of the README its code starts on.
+function readmeExamples() {
+  const examples = [];
+  for (const doc of ['README.md', 'pkg/README.md']) {
+    const lines = fs.readFileSync(path.join(ROOT, doc), 'utf8').split('\n');
+    let open = null;
+    lines.forEach((line, i) => {
+      if (open === null && line.trim() === '```js') open = i + 1;
+      else if (open !== null && line.trim() === '```') {
+        examples.push({ doc, line: open + 1, file: `readme-${examples.length}.js`, code: lines.slice(open, i).join('\n') });
+        open = null;
+      }
+    });
+  }
+  return examples;
+}
+
+test('TypeScript: the JS examples of README.md and pkg/README.md type-check against the installed package', { skip: skipTypes, timeout: 120_000 }, () => {
+  const examples = readmeExamples();
+  assert.ok(examples.some((e) => e.doc === 'README.md') && examples.some((e) => e.doc === 'pkg/README.md'), 'both READMEs have a ```js example');
+  for (const e of examples) fs.writeFileSync(path.join(app, e.file), `${e.code}\n`);
+  // JavaScript checked as strictly as usage.ts; app/readme-globals.d.ts declares what the examples leave to the page.
+  const files = ['readme-globals.d.ts', ...examples.map((e) => e.file)];
+  fs.writeFileSync(path.join(app, 'tsconfig.readme.json'), JSON.stringify({ extends: './tsconfig.json', compilerOptions: { allowJs: true, checkJs: true }, files }));
+  const r = run(TSC, ['--noEmit', '-p', 'tsconfig.readme.json']);
+  const errors = [...r.output.matchAll(/^(readme-\d+\.js)\((\d+),(\d+)\): (error TS\d+: .*)$/gm)].map(([, file, line, column, message]) => {
+    const e = examples.find((x) => x.file === file);
+    return `${e.doc}:${e.line + Number(line) - 1}:${column}: ${message}`;
+  });
+  assert.equal(r.status, 0, `the READMEs' JS examples do not type-check:\n${errors.length > 0 ? errors.join('\n') : r.output}`);
+  console.log(`tsc --noEmit on ${examples.length} README examples (${examples.map((e) => `${e.doc}:${e.line}`).join(', ')}): ${r.ms} ms`);
 });
 
 test('Vite: a built app finds the wasm and the worker and answers in Chromium (smol135 by URL, 4 greedy tokens)', { skip: skipVite, timeout: 600_000 }, async () => {

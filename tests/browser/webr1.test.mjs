@@ -169,6 +169,41 @@ test('teacher-forced logits in the browser equal native f32 (smol135, the first 
   await p.close();
 });
 
+// `webr1 bench --profile` in the browser: the counters come from the same places as natively (dispatches where they
+// are encoded, the one counted wait: here each token's mapAsync, bytes from the bindings).
+test('profile: dispatches, waits and bytes per decode token in the browser (smol135)', { skip, timeout: 600_000 }, async () => {
+  const p = await page();
+  const started = Date.now();
+  const out = await inPage(p, async (core) => {
+    const url = new URL('/models/smol135.gguf', location.href).href;
+    const engine = await core.loadCore(url, { contextLength: 16, cache: false, forceF32: true });
+    // One step, no warm-up: SwiftShader takes seconds a token, and each step runs twice (counted, then timed).
+    const profile = await engine.profile({ tokens: 1, warmup: false });
+    const info = engine.info();
+    engine.unload();
+    return { profile, info };
+  }, undefined, '/pkg/src/core.js');
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  const d = out.profile.decode;
+  const mb = (x) => (x / 1e6).toFixed(2);
+  console.log(`browser smol135 profile on ${out.info.adapter.name}: ${d.dispatches_per_token} dispatches a token (${d.dispatches_per_layer} per layer, ${d.dispatches_outside_layers_per_token} outside), ${d.waits_per_token} waits (${d.idle_waits_per_token} idle), ${mb(d.bytes_read_per_token)} MB read (weights ${mb(d.weight_bytes_read_per_token)} of ${mb(d.weight_bytes)} MB needed, KV ${mb(d.kv_bytes_read_per_token)}, activations ${mb(d.activation_bytes_read_per_token)}), timing ${d.timing}, wall ${d.wall_ms_per_token.toFixed(1)} ms, GPU ${d.gpu_ms_per_token?.toFixed(1) ?? '-'} ms a token; whole test ${Date.now() - started} ms`);
+  assert.equal(out.profile.prefill, null);
+  assert.equal(d.phase, 'decode');
+  assert.equal(d.tokens, 1);
+  assert.equal(d.n_layer, out.info.model.n_layer);
+  assert.equal(d.dispatches_per_layer * d.n_layer + d.dispatches_outside_layers_per_token, d.dispatches_per_token);
+  assert.ok(Number.isInteger(d.dispatches_per_layer) && d.dispatches_per_layer > 0, `${d.dispatches_per_layer}`);
+  assert.equal(d.ops.reduce((n, o) => n + o.calls_per_token, 0), d.dispatches_per_token);
+  assert.equal(d.waits_per_token, 1, 'one awaited mapAsync a token');
+  assert.equal(d.idle_waits_per_token, 1, 'with nothing queued behind it');
+  assert.ok(Math.abs(d.weight_bytes_read_per_token / d.weight_bytes - 1) < 1e-3, 'every weight a token needs, once');
+  assert.ok(d.kv_bytes_read_per_token > 0 && d.kv_bytes_read_per_token === d.kv_bytes_needed_per_token);
+  assert.ok(d.wall_ms_per_token > 0 && d.tokens_per_second > 0);
+  if (d.timing === 'none') assert.equal(d.gpu_ms_per_token, null);
+  else assert.ok(d.gpu_ms_per_token > 0 && d.gpu_ms_per_token <= d.timed_wall_ms_per_token);
+  await p.close();
+});
+
 test('streaming: reasoning_content first, then content, then a final chunk with usage (main thread)', { skip, timeout: 600_000 }, async () => {
   const p = await page();
   const ids = reference()[0].prompt_ids;
@@ -201,6 +236,56 @@ test('streaming: reasoning_content first, then content, then a final chunk with 
   assert.equal(last.usage.completion_tokens_details.reasoning_tokens, 2);
   assert.equal(last.usage.completion_tokens, 12);
   assert.ok(last.usage.decode_tokens_per_second > 0);
+  await p.close();
+});
+
+test('structured output: a schema-valid answer and a streamed tool call from the same build (smol135, in a worker)', { skip, timeout: 900_000 }, async () => {
+  const p = await page();
+  const started = Date.now();
+  const out = await inPage(p, async (webr1) => {
+    const engine = await webr1.load('/models/smol135.gguf', { contextLength: 512, cache: false });
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+    const json = await engine.chat.completions.create({
+      messages: [{ role: 'user', content: 'Is the sky blue?' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } },
+      temperature: 0,
+      max_tokens: 16,
+    });
+    const stream = await engine.chat.completions.create({
+      messages: [{ role: 'user', content: 'Time?' }],
+      tools: [{ type: 'function', function: { name: 'now', description: 'The time (no arguments).' } }],
+      tool_choice: 'required',
+      parallel_tool_calls: false,
+      temperature: 0,
+      max_tokens: 40,
+      stream: true,
+    });
+    const deltas = [];
+    let finish = null;
+    for await (const chunk of stream) {
+      deltas.push(...(chunk.choices[0].delta.tool_calls ?? []));
+      finish = chunk.choices[0].finish_reason ?? finish;
+    }
+    let bad = null;
+    try {
+      await engine.chat.completions.create({ messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'strin' } } } });
+    } catch (e) {
+      bad = { code: e.code, message: e.message };
+    }
+    await engine.unload();
+    return { json: { content: json.choices[0].message.content, finish: json.choices[0].finish_reason }, deltas, finish, bad };
+  });
+  assert.equal(out.thrown, undefined, JSON.stringify(out.thrown));
+  console.log(`structured output in the browser (${((Date.now() - started) / 1000).toFixed(0)}s): ${JSON.stringify(out)}`);
+  assert.equal(out.json.finish, 'stop');
+  assert.equal(typeof JSON.parse(out.json.content).ok, 'boolean', out.json.content);
+  assert.deepEqual(Object.keys(JSON.parse(out.json.content)), ['ok']);
+  assert.equal(out.finish, 'tool_calls');
+  assert.equal(out.deltas[0].function.name, 'now');
+  assert.match(out.deltas[0].id, /^call_/);
+  assert.equal(out.deltas.map((d) => d.function.arguments).join(''), '{}');
+  assert.equal(out.bad?.code, 'structured.schema', JSON.stringify(out.bad));
+  assert.match(out.bad.message, /strin/);
   await p.close();
 });
 

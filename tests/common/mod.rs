@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: where the fixtures and test models are, and the skip-or-fail rule.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 /// A fixture file copied from llama.cpp's golden outputs into `tests/fixtures/`.

@@ -1,22 +1,27 @@
 //! Causal grouped-query attention over the KV cache: `shaders/attention_prefill.wgsl` for a batch of tokens and
-//! `shaders/attention_decode.wgsl` for one token at a time (DESIGN.md decision 6).
+//! `shaders/attention_decode.wgsl` for one token at a time (ARCHITECTURE.md §6).
 //!
-//! - **Prefill** is flash-style (Dao et al. 2022, "FlashAttention"): K/V tiles in workgroup memory, shared by the
-//!   query heads of a GQA group and by neighbouring tokens, with an online softmax.
-//! - **Decode** splits the context into chunks of `CHUNK` keys handled by separate workgroups, each writing a partial
-//!   (maximum, sum, weighted values) to a scratch buffer allocated at build time for the whole context (one per
-//!   dispatch list, or one shared by all layers through [`attention_decode_with`]), then a combine pass merges them
-//!   (the "flash decoding" split-K of llama.cpp's Vulkan and WebGPU backends), so decode stays parallel as the
-//!   context grows (DESIGN.md decision 7).
+//! - **Prefill** is flash-style (Dao et al. 2022, "FlashAttention"): tiles of 32 query rows, the (token, head) pairs
+//!   of a GQA group, against K/V tiles of 32 keys staged in workgroup memory, with an online softmax; tiles past the
+//!   last key a workgroup's rows see are never visited. See [`super::attention_prefill`].
+//! - **Decode** splits the context between workgroups, each writing a partial (maximum, sum, weighted values) per
+//!   head to a scratch buffer allocated at build time for the whole context (one per dispatch list, or one shared by
+//!   all layers through [`super::attention_decode::attention_decode_with`]), then a combine pass merges them (the
+//!   "flash decoding" split-K of llama.cpp's Vulkan and WebGPU backends), so decode stays parallel as the context
+//!   grows (ARCHITECTURE.md §7). See [`super::attention_decode`].
 //!
 //! Both read the engine's `step` tensor (`[n_past, n_tokens, 0, 0]`, `u32`) when they run: token `t < n_tokens` of the
 //! batch sees cache rows `0 ..= n_past + t` (rows past the cache are never read), and output rows from `n_tokens` on
 //! are not written. The scale is `1 / sqrt(head_dim)`; softmax is computed in f32 with the running-maximum trick.
+//! Both kernels' shapes are chosen from the adapter and can be forced ([`super::attention_decode::DecodeShape`],
+//! [`super::attention_prefill::PrefillShape`]); the kernel tests run every shape a device can be given.
 
+use super::attention_decode::attention_decode;
+use super::attention_prefill::attention_prefill;
 use super::kv_store::check_step;
 use super::{activation, index_u32};
-use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
-use crate::gpu::{DType, Gpu, Macros, Tensor};
+use crate::gpu::profile::{Access, Extent};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 use crate::{err, Result};
 
 /// The static shape an attention dispatch is built for.
@@ -35,11 +40,11 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
-    fn group(&self) -> u32 {
+    pub(super) fn group(&self) -> u32 {
         self.n_head / self.n_head_kv
     }
 
-    fn scale(&self) -> f32 {
+    pub(super) fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
 }
@@ -58,16 +63,6 @@ pub struct AttentionIo<'a> {
     pub step: &'a Tensor,
 }
 
-/// The prefill kernel's tiles for `head_dim`: (query rows per workgroup, keys per K/V tile), within 16 KiB of
-/// workgroup memory (WebGPU's default limit).
-fn prefill_tiles(head_dim: u32) -> (u32, u32) {
-    match head_dim {
-        ..=64 => (32, 8),
-        65..=128 => (16, 8),
-        _ => (8, 8),
-    }
-}
-
 /// Attention of `io.q` over the caches into `io.out` (see [`AttentionIo`]): the decode kernels when the batch capacity
 /// is 1, the prefill kernel otherwise.
 pub fn attention(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<Vec<Dispatch>> {
@@ -77,134 +72,13 @@ pub fn attention(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Resul
     }
 }
 
-/// The prefill kernel (any batch capacity), as described at [`attention`]: one dispatch.
-pub fn attention_prefill(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<Dispatch> {
-    let f16 = check("attention_prefill", gpu, io, shape)?;
-    let AttentionIo { q, k_cache, v_cache, out, step } = io;
-    let AttentionShape { n_head, n_head_kv, head_dim, ctx, batch } = shape;
-    let (rows, block_kv) = prefill_tiles(head_dim);
-    // q_tile and kv_tile (padded by a vec4 per row), scores, row_factor and row_end.
-    let shared = 16 * u64::from(rows + block_kv) * u64::from(head_dim / 4 + 1) + 4 * u64::from(rows * (block_kv + 2));
-    check_workgroup("attention_prefill", gpu, rows / 2 * block_kv / 2, shared)?;
-    let row_tiles = (u64::from(batch) * u64::from(shape.group())).div_ceil(u64::from(rows));
-    let row_tiles = index_u32("attention_prefill", "the query tiles", row_tiles as usize)?;
-    let workgroups = grid_2d(gpu, "attention_prefill", row_tiles, n_head_kv)?;
-    let words = [n_head, n_head_kv, shape.group(), batch, ctx, shape.scale().to_bits(), 0, 0];
-    let macros = Macros::new().u32("HEAD_DIM", head_dim).u32("ROWS", rows).u32("BLOCK_KV", block_kv).bool("F16", f16);
-    Dispatch::new(
-        gpu,
-        Launch {
-            shader: "attention_prefill",
-            entry: "attention_prefill",
-            macros,
-            params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(out)]),
-            workgroups,
-        },
-    )
-}
-
-/// The decode kernels (batch capacity 1), as described at [`attention`]: the chunks, then the combine pass, with a
-/// scratch tensor of their own (see [`attention_decode_partials`]), kept alive by the dispatches.
-pub fn attention_decode(gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<Vec<Dispatch>> {
-    let partials = attention_decode_partials(gpu, shape)?;
-    attention_decode_with(gpu, io, shape, &partials)
-}
-
-/// The scratch tensor of the decode kernels for `shape`: f32 `[n_head, ceil(ctx / chunk), head_dim + 2]`, one record
-/// (sum of p·v over the chunk's keys, their maximum score, the sum of p) per query head and chunk of the context. The
-/// layers of a model run one after another and may share one (see [`attention_decode_with`]).
-pub fn attention_decode_partials(gpu: &Gpu, shape: AttentionShape) -> Result<Tensor> {
-    Tensor::new(gpu, "attention partials", &attention_decode_partials_shape(gpu, shape)?, DType::F32)
-}
-
-/// The shape of [`attention_decode_partials`] for `shape` on this device, without allocating it (for the memory
-/// plan).
-pub fn attention_decode_partials_shape(gpu: &Gpu, shape: AttentionShape) -> Result<[usize; 3]> {
-    check_shape("attention_decode", shape)?;
-    let n_chunks = shape.ctx.div_ceil(decode_chunk(gpu, shape.group(), shape.head_dim)?);
-    Ok([shape.n_head as usize, n_chunks as usize, shape.head_dim as usize + 2])
-}
-
-/// [`attention_decode`] with the scratch tensor `partials` given (from [`attention_decode_partials`] for this shape).
-pub fn attention_decode_with(
-    gpu: &Gpu,
-    io: AttentionIo<'_>,
-    shape: AttentionShape,
-    partials: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    let f16 = check("attention_decode", gpu, io, shape)?;
-    let AttentionIo { q, k_cache, v_cache, out, step } = io;
-    if shape.batch != 1 {
-        return Err(err!(Usage, "attention_decode: the batch capacity must be 1, got {}", shape.batch));
-    }
-    let AttentionShape { n_head, n_head_kv, head_dim, ctx, .. } = shape;
-    let group = shape.group();
-    let chunk = decode_chunk(gpu, group, head_dim)?;
-    let n_chunks = ctx.div_ceil(chunk);
-    let dims = [n_head as usize, n_chunks as usize, head_dim as usize + 2];
-    if partials.dtype() != DType::F32 || partials.shape() != dims {
-        return Err(err!(
-            Usage,
-            "attention_decode: partials must be f32 {dims:?} for {shape:?}, got {} {:?}",
-            partials.dtype().name(),
-            partials.shape()
-        ));
-    }
-    if [q, k_cache, v_cache, step, out].iter().any(|t| t.same_buffer(partials)) {
-        return Err(err!(Usage, "attention_decode: partials needs a buffer of its own"));
-    }
-    let words = [n_head, n_head_kv, ctx, n_chunks, shape.scale().to_bits(), 0, 0, 0];
-    let macros = Macros::new().u32("HEAD_DIM", head_dim).u32("GROUP", group).u32("CHUNK", chunk).bool("F16", f16);
-    let chunks = Dispatch::new(
-        gpu,
-        Launch {
-            shader: "attention_decode",
-            entry: "attention_decode",
-            macros: macros.clone(),
-            params: bytemuck::cast_slice(&words),
-            bindings: tensors([Some(q), Some(k_cache), Some(v_cache), Some(step), Some(partials), None]),
-            workgroups: grid_2d(gpu, "attention_decode", n_chunks, n_head_kv)?,
-        },
-    )?;
-    let combine = Dispatch::new(
-        gpu,
-        Launch {
-            shader: "attention_decode",
-            entry: "attention_combine",
-            macros,
-            params: bytemuck::cast_slice(&words),
-            bindings: tensors([None, None, None, Some(step), Some(partials), Some(out)]),
-            workgroups: grid(gpu, "attention_combine", n_head)?,
-        },
-    )?;
-    Ok(vec![chunks, combine])
-}
-
-/// Bind group entries from tensors; `None` skips a binding the entry point does not use.
-fn tensors<const N: usize>(list: [Option<&Tensor>; N]) -> Vec<Option<Bind<'_>>> {
-    list.into_iter().map(|t| t.map(Bind::Tensor)).collect()
-}
-
-/// Keys per decode workgroup (and its invocations): the largest of 128, 64, 32 whose workgroup memory fits the device
-/// and that covers a row of V with 4-wide columns.
-fn decode_chunk(gpu: &Gpu, group: u32, head_dim: u32) -> Result<u32> {
-    let shared = |chunk: u32| 4 * u64::from(group) * u64::from(head_dim + chunk + chunk.max(head_dim));
-    let limit = u64::from(gpu.limits().max_compute_workgroup_storage_size);
-    let fits = |&chunk: &u32| chunk >= head_dim / 4 && shared(chunk) <= limit;
-    let chunk = [128, 64, 32].into_iter().find(fits).ok_or_else(|| {
-        err!(
-            GpuLimits,
-            "attention_decode: {} bytes of workgroup memory for {group} heads of {head_dim} pass this GPU's {limit}",
-            shared(32.max(head_dim / 4))
-        )
-    })?;
-    check_workgroup("attention_decode", gpu, chunk, shared(chunk))?;
-    Ok(chunk)
+/// What attention reads of a cache: the rows the step attends, `0 .. n_past + n_tokens`.
+pub(super) fn cached_rows(shape: AttentionShape, cache: &Tensor) -> Access {
+    Access::reads(Extent::PerCachedRows { bytes: cache.byte_size() / u64::from(shape.ctx), rows: 1 })
 }
 
 /// Checks tensors and shape; returns whether the caches are f16.
-fn check(op: &str, gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<bool> {
+pub(super) fn check(op: &str, gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Result<bool> {
     check_shape(op, shape)?;
     let AttentionIo { q, k_cache, v_cache, out, step } = io;
     let AttentionShape { n_head, n_head_kv, head_dim, ctx, batch } = shape;
@@ -237,7 +111,7 @@ fn check(op: &str, gpu: &Gpu, io: AttentionIo<'_>, shape: AttentionShape) -> Res
 }
 
 /// Checks the sizes of `shape`.
-fn check_shape(op: &str, shape: AttentionShape) -> Result<()> {
+pub(super) fn check_shape(op: &str, shape: AttentionShape) -> Result<()> {
     let AttentionShape { n_head, n_head_kv, head_dim, ctx, batch } = shape;
     if [n_head, n_head_kv, head_dim, ctx, batch].contains(&0) || n_head % n_head_kv != 0 {
         return Err(err!(Usage, "{op}: {shape:?} needs non-zero sizes and n_head a multiple of n_head_kv"));
@@ -249,7 +123,7 @@ fn check_shape(op: &str, shape: AttentionShape) -> Result<()> {
 }
 
 /// Checks a workgroup's invocations and workgroup memory against the device's limits.
-fn check_workgroup(op: &str, gpu: &Gpu, invocations: u32, shared_bytes: u64) -> Result<()> {
+pub(super) fn check_workgroup(op: &str, gpu: &Gpu, invocations: u32, shared_bytes: u64) -> Result<()> {
     let limits = gpu.limits();
     let max_invocations = limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x);
     let max_shared = u64::from(limits.max_compute_workgroup_storage_size);
@@ -264,7 +138,7 @@ fn check_workgroup(op: &str, gpu: &Gpu, invocations: u32, shared_bytes: u64) -> 
 }
 
 /// The grid `[x, y, 1]`, checked against the per-dimension limit.
-fn grid_2d(gpu: &Gpu, op: &str, x: u32, y: u32) -> Result<[u32; 3]> {
+pub(super) fn grid_2d(gpu: &Gpu, op: &str, x: u32, y: u32) -> Result<[u32; 3]> {
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     match x <= max && y <= max {
         true => Ok([x, y, 1]),

@@ -7,6 +7,7 @@
 use super::matmul::{params8, weight_macros, weight_type};
 use super::{activation, index_u32};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::{Access, Extent};
 use crate::gpu::{DType, Gpu, SplitWeight, Tensor};
 use crate::{err, Result};
 
@@ -36,6 +37,8 @@ pub fn get_rows(gpu: &Gpu, w: &SplitWeight, ids: &Tensor, out: &Tensor) -> Resul
     index_u32(op, "out", out.len())?;
     let macros = weight_macros(ty).bool("F16", f16).u32("WORKGROUP_SIZE", GET_ROWS_WORKGROUP_SIZE);
     let last = w.parts().len().saturating_sub(1);
+    // Each token's row is read, not the table (a bound for a split table: every part counts every token's row).
+    let rows_read = Access::reads(Extent::PerToken(w.row_bytes()));
     w.parts()
         .iter()
         .enumerate()
@@ -49,7 +52,11 @@ pub fn get_rows(gpu: &Gpu, w: &SplitWeight, ids: &Tensor, out: &Tensor) -> Resul
                     entry: "get_rows",
                     macros: macros.clone(),
                     params: &params8([cols, rows, first_row, n_tokens, u32::from(i == last), 0, 0, 0]),
-                    bindings: vec![Some(Bind::Tensor(&part.tensor)), Some(Bind::Tensor(ids)), Some(Bind::Tensor(out))],
+                    bindings: vec![
+                        Some(Bind::Declared(&part.tensor, rows_read)),
+                        Some(Bind::Tensor(ids)),
+                        Some(Bind::Tensor(out)),
+                    ],
                     workgroups: grid(gpu, op, n_tokens)?,
                 },
             )

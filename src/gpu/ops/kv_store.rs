@@ -1,11 +1,12 @@
 //! Appending a batch's keys or values to the KV cache (`shaders/kv_store.wgsl`).
 //!
-//! The cache is preallocated for the whole context (DESIGN.md decision 7): f16 when the device has `shader-f16`, f32
+//! The cache is preallocated for the whole context (ARCHITECTURE.md §7): f16 when the device has `shader-f16`, f32
 //! otherwise. Where the batch goes is read at run time from the engine's `step` tensor, so the dispatch is built once
 //! and replayed at every step.
 
 use super::{activation, index_u32, params, WORKGROUP_SIZE};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::{Access, Extent};
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -37,6 +38,9 @@ pub fn kv_store(gpu: &Gpu, src: &Tensor, cache: &Tensor, step: &Tensor) -> Resul
     let len = index_u32("kv_store", "src", src.len())?;
     index_u32("kv_store", "the cache", cache.len())?;
     let words = [row_len as u32, batch as u32, ctx as u32, 0];
+    // The step's rows of the cache are written; nothing of it is read.
+    let row_bytes = cache.byte_size() / ctx as u64;
+    let rows_written = Access::writes(Extent::PerToken(row_bytes));
     Dispatch::new(
         gpu,
         Launch {
@@ -44,7 +48,11 @@ pub fn kv_store(gpu: &Gpu, src: &Tensor, cache: &Tensor, step: &Tensor) -> Resul
             entry: "kv_store",
             macros: Macros::new().u32("WORKGROUP_SIZE", WORKGROUP_SIZE).bool("F16", f16),
             params: &params(words),
-            bindings: vec![Some(Bind::Tensor(src)), Some(Bind::Tensor(step)), Some(Bind::Tensor(cache))],
+            bindings: vec![
+                Some(Bind::Tensor(src)),
+                Some(Bind::Tensor(step)),
+                Some(Bind::Declared(cache, rows_written)),
+            ],
             workgroups: grid(gpu, "kv_store", len.div_ceil(WORKGROUP_SIZE))?,
         },
     )

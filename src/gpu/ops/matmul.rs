@@ -1,158 +1,104 @@
 //! Matrix products with quantised weights: `y[t, r] = Σ_k W[r, k] · x[t, k]`, reading W's raw GGML blocks and
-//! dequantising them in registers (`shaders/dequant.wgsl`, DESIGN.md decision 1), with separate kernels for decode
-//! and prefill (decision 6):
+//! dequantising them in registers (`shaders/dequant.wgsl`, ARCHITECTURE.md §1), with separate kernels for decode
+//! and prefill (ARCHITECTURE.md §6):
 //!
-//! - [`matmul_vec`] (`shaders/matmul_vec.wgsl`): a few tokens (1..=[`MAX_VEC_TOKENS`]). Memory-bound: every weight
-//!   is read once and serves every token, and each workgroup (16 rows for one token, 4 for 5..=8) loads each piece
-//!   of x once for all its rows. Reductions use subgroups when the device has them.
-//! - [`matmul_tiled`] (`shaders/matmul.wgsl`): any number of tokens, a tiled GEMM that dequantises a tile of 128
-//!   (or 64) rows × 32 columns of W into workgroup memory once for 64 tokens.
-//! - [`matmul`] picks between them by the number of tokens; the forward pass builds its dispatches once per batch
-//!   size and replays them.
+//! - [`matmul_vec`](super::matmul_vec::matmul_vec) (`shaders/matmul_vec.wgsl`, module [`super::matmul_vec`]): a few
+//!   tokens (1..=[`MAX_VEC_TOKENS`]). Memory-bound: every weight is read once and serves every token.
+//! - [`matmul_tiled`](super::matmul_tiled::matmul_tiled) (`shaders/matmul_tiled.wgsl`, module
+//!   [`super::matmul_tiled`]): any number of tokens, a tiled GEMM.
+//! - [`matmul`] and [`matmul_into`] pick between them by the number of tokens; the forward pass builds its dispatches
+//!   once per batch size and replays them.
+//!
+//! Both kernels end in the same fused [`Epilogue`]: a bias added to the sums, the sums added to what `y` holds (a
+//! residual add) instead of replacing it, and a column offset so that several products write side by side into one
+//! output (Q, K and V into one row).
 //!
 //! W is a [`SplitWeight`] of shape `[rows, cols]` (a GGUF tensor with `ne = [cols, rows]`), of any type webr1
 //! supports: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (as `DType::Ggml(ty)`, or
 //! plain `DType::F32`/`DType::F16`). There is one dispatch per part of W, each writing its own rows' columns of y.
-//! x is `[n_tokens, cols]` and y `[n_tokens, rows]`, both f32, or both f16 on a device with `shader-f16`; math and
-//! accumulation are f32 either way. Float weights need rows of a multiple of 4 elements (quantised rows are whole
-//! blocks, so always are).
+//! x is `[n_tokens, cols]` and y `[n_tokens, ≥ column + rows]`, both f32, or both f16 on a device with `shader-f16`;
+//! math and accumulation are f32 either way. Float weights need rows of a multiple of 4 elements (quantised rows are
+//! whole blocks, so always are).
 
-use super::{activation, index_u32, params};
-use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
-use crate::gpu::{DType, Gpu, Macros, SplitWeight, Tensor, WeightPart};
+use super::matmul_tiled::matmul_tiled_into;
+use super::matmul_vec::matmul_vec_into;
+use super::{activation, index_u32};
+use crate::gpu::dispatch::Bind;
+use crate::gpu::{DType, Dispatch, Gpu, Macros, SplitWeight, Tensor, WeightPart};
 use crate::quant::GgmlType;
 use crate::{err, Result};
 
 /// The most tokens [`matmul`] hands to the vector kernel; larger batches take the tiled one.
 pub const MAX_VEC_TOKENS: usize = 8;
 
-/// Invocations of a `matmul_vec` workgroup.
-const VEC_WORKGROUP_SIZE: u32 = 64;
-
-/// The rows of W one `matmul_vec` workgroup computes for `n_tokens` tokens: x is loaded once per workgroup, so more
-/// rows make it cheaper next to the weights; 16 sums per invocation for up to 4 tokens, 4 rows beyond.
-fn vec_rows_per_workgroup(n_tokens: u32) -> u32 {
-    (16 / n_tokens.max(1)).max(4)
+/// What happens to a product's sums `s[t, r] = Σ_k W[r, k] · x[t, k]` on their way into `y`, in both kernels:
+///
+/// ```text
+/// y[t, column + r]  = s[t, r] + bias[r]      (accumulate: false)
+/// y[t, column + r] += s[t, r] + bias[r]      (accumulate: true)
+/// ```
+///
+/// The default is a plain `y = x · Wᵀ`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `f32 [W's rows]`, added to every token's sums (qwen2's Q, K and V biases).
+    pub bias: Option<&'a Tensor>,
+    /// Add the sums to what `y` holds (the residual add after a projection) instead of replacing it.
+    pub accumulate: bool,
+    /// The column of `y` where W's outputs start: `y` may be wider than W has rows, so that several products write
+    /// side by side into one output.
+    pub column: usize,
 }
 
-/// Tokens per tile of the tiled kernel; its tiles of W hold 64 or 128 rows (see [`matmul_tiled_with`]).
-const TILE_N: u32 = 64;
-
-/// Workgroup memory the tiled kernel takes for `tile_rows` rows: the f32 tiles of W and x, 32 values of k each.
-fn tile_bytes(tile_rows: u32) -> u32 {
-    (tile_rows + TILE_N) * 32 * 4
-}
-
-/// `y = x · Wᵀ` (`y[t, r] = Σ_k W[r, k] · x[t, k]`): [`matmul_vec`] for up to [`MAX_VEC_TOKENS`] rows of x,
-/// [`matmul_tiled`] for more. One dispatch per part of `w`.
+/// `y = x · Wᵀ` (`y[t, r] = Σ_k W[r, k] · x[t, k]`): the vector kernel for up to [`MAX_VEC_TOKENS`] rows of x, the
+/// tiled one for more. One dispatch per part of `w`.
 pub fn matmul(gpu: &Gpu, w: &SplitWeight, x: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+    matmul_into(gpu, w, x, y, Epilogue::default())
+}
+
+/// [`matmul`] with an [`Epilogue`]: bias, residual add, column offset.
+pub fn matmul_into(gpu: &Gpu, w: &SplitWeight, x: &Tensor, y: &Tensor, epilogue: Epilogue) -> Result<Vec<Dispatch>> {
     match x.rows() <= MAX_VEC_TOKENS {
-        true => matmul_vec(gpu, w, x, y),
-        false => matmul_tiled(gpu, w, x, y),
+        true => matmul_vec_into(gpu, w, x, y, epilogue),
+        false => matmul_tiled_into(gpu, w, x, y, epilogue),
     }
-}
-
-/// The decode kernel: `y[t, r] = Σ_k W[r, k] · x[t, k]` for 1..=[`MAX_VEC_TOKENS`] tokens (the rows of `x`).
-/// The number of tokens is compiled into the pipeline.
-pub fn matmul_vec(gpu: &Gpu, w: &SplitWeight, x: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let op = "matmul_vec";
-    let p = check_product(gpu, op, w, x, y)?;
-    if p.n_tokens as usize > MAX_VEC_TOKENS {
-        return Err(err!(Usage, "{op}: {} tokens, at most {MAX_VEC_TOKENS} (use matmul or matmul_tiled)", p.n_tokens));
-    }
-    let features = gpu.features();
-    let rows_per_workgroup = vec_rows_per_workgroup(p.n_tokens);
-    let mut macros = p
-        .macros
-        .u32("WORKGROUP_SIZE", VEC_WORKGROUP_SIZE)
-        .u32("ROWS_PER_WG", rows_per_workgroup)
-        .u32("N_TOKENS", p.n_tokens)
-        .bool("CACHE_X", p.n_tokens <= rows_per_workgroup);
-    if features.subgroups {
-        let min_size = features.subgroup_min_size.clamp(1, VEC_WORKGROUP_SIZE);
-        macros = macros.bool("SUBGROUPS", true).u32("MIN_SUBGROUP_SIZE", min_size);
-    }
-    nonempty_parts(w)
-        .map(|part| {
-            let rows = index_u32(op, "a part's row count", part.n_rows)?;
-            let first_row = index_u32(op, "a part's first row", part.first_row)?;
-            Dispatch::new(
-                gpu,
-                Launch {
-                    shader: "matmul_vec",
-                    entry: "matmul_vec",
-                    macros: macros.clone(),
-                    params: &params([p.k, rows, first_row, p.y_cols]),
-                    bindings: bindings(part, x, y),
-                    workgroups: grid(gpu, op, rows.div_ceil(rows_per_workgroup))?,
-                },
-            )
-        })
-        .collect()
-}
-
-/// The prefill kernel: `y[t, r] = Σ_k W[r, k] · x[t, k]` for any number of tokens (the rows of `x`), as a tiled
-/// GEMM. Correct for a single token too, but [`matmul_vec`] is the faster choice there. Tiles of 128 rows when the
-/// device's workgroup memory holds them (24 KiB), else 64.
-pub fn matmul_tiled(gpu: &Gpu, w: &SplitWeight, x: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let tile_rows = match gpu.limits().max_compute_workgroup_storage_size >= tile_bytes(128) {
-        true => 128,
-        false => 64,
-    };
-    matmul_tiled_with(gpu, w, x, y, tile_rows)
-}
-
-/// [`matmul_tiled`] with tiles of `tile_rows` rows of W (64 or 128) × 64 tokens, which take
-/// `(tile_rows + 64) · 128` bytes of workgroup memory (for tests and tuning).
-pub fn matmul_tiled_with(gpu: &Gpu, w: &SplitWeight, x: &Tensor, y: &Tensor, tile_rows: u32) -> Result<Vec<Dispatch>> {
-    let op = "matmul_tiled";
-    let p = check_product(gpu, op, w, x, y)?;
-    if tile_rows != 64 && tile_rows != 128 {
-        return Err(err!(Usage, "{op}: tiles of 64 or 128 rows, not {tile_rows}"));
-    }
-    let limit = gpu.limits().max_compute_workgroup_storage_size;
-    if tile_bytes(tile_rows) > limit {
-        return Err(err!(
-            GpuLimits,
-            "{op}: tiles of {tile_rows} rows need {} bytes of workgroup memory, this GPU has {limit}",
-            tile_bytes(tile_rows)
-        ));
-    }
-    let macros = p.macros.u32("THREAD_M", tile_rows / 16);
-    let token_tiles = p.n_tokens.div_ceil(TILE_N);
-    nonempty_parts(w)
-        .map(|part| {
-            let rows = index_u32(op, "a part's row count", part.n_rows)?;
-            let first_row = index_u32(op, "a part's first row", part.first_row)?;
-            let tiles = rows
-                .div_ceil(tile_rows)
-                .checked_mul(token_tiles)
-                .ok_or_else(|| err!(GpuLimits, "{op}: {rows} rows × {} tokens is too many tiles", p.n_tokens))?;
-            Dispatch::new(
-                gpu,
-                Launch {
-                    shader: "matmul",
-                    entry: "matmul",
-                    macros: macros.clone(),
-                    params: &params8([p.k, rows, first_row, p.y_cols, p.n_tokens, 0, 0, 0]),
-                    bindings: bindings(part, x, y),
-                    workgroups: grid(gpu, op, tiles)?,
-                },
-            )
-        })
-        .collect()
 }
 
 /// What both matmul kernels need to know, once the tensors are checked.
-struct Product {
-    /// The weight type's and activation dtype's macros.
-    macros: Macros,
-    k: u32,
-    n_tokens: u32,
-    y_cols: u32,
+pub(super) struct Product {
+    /// The weight type's, activation dtype's and epilogue's macros (`BIAS`, `ACCUMULATE`).
+    pub macros: Macros,
+    pub k: u32,
+    pub n_tokens: u32,
+    /// Elements of a y row.
+    pub y_cols: u32,
+    /// The epilogue's column offset.
+    pub column: u32,
 }
 
-fn check_product(gpu: &Gpu, op: &str, w: &SplitWeight, x: &Tensor, y: &Tensor) -> Result<Product> {
+/// Checks `w`, `x`, `y` and the epilogue for operation `op`.
+pub(super) fn check_product(
+    gpu: &Gpu,
+    op: &str,
+    w: &SplitWeight,
+    x: &Tensor,
+    y: &Tensor,
+    epilogue: &Epilogue,
+) -> Result<Product> {
+    check_product_outputs(gpu, op, w, x, y, epilogue, w.rows())
+}
+
+/// [`check_product`] for a product that writes `outputs` columns of y (fewer than W's rows when pairs of rows make one
+/// output, as in the fused SwiGLU); a bias then has one value per output.
+pub(super) fn check_product_outputs(
+    gpu: &Gpu,
+    op: &str,
+    w: &SplitWeight,
+    x: &Tensor,
+    y: &Tensor,
+    epilogue: &Epilogue,
+    outputs: usize,
+) -> Result<Product> {
     let ty = weight_type(op, w)?;
     let f16 = activation(gpu, op, "x", x)?;
     if y.dtype() != x.dtype() {
@@ -168,19 +114,42 @@ fn check_product(gpu: &Gpu, op: &str, w: &SplitWeight, x: &Tensor, y: &Tensor) -
             x.shape()
         ));
     }
-    if y.rows() != x.rows() || y.cols() != w.rows() {
-        return Err(err!(Usage, "{op}: y must be [{}, {}], got {:?}", x.rows(), w.rows(), y.shape()));
+    let column = epilogue.column;
+    if y.rows() != x.rows() || column.checked_add(outputs).is_none_or(|end| end > y.cols()) {
+        return Err(err!(
+            Usage,
+            "{op}: y must be [{}, ≥ {column} + {outputs}] (column + the product's outputs), got {:?}",
+            x.rows(),
+            y.shape()
+        ));
     }
     if y.same_buffer(x) || w.parts().iter().any(|p| p.tensor.same_buffer(y)) {
         return Err(err!(Usage, "{op}: y must be a buffer of its own (not x or the weight)"));
     }
+    if let Some(bias) = epilogue.bias {
+        if bias.dtype() != DType::F32 || bias.len() != outputs {
+            return Err(err!(
+                Usage,
+                "{op}: the bias must be f32 [{outputs}] (one per output), got {} {:?}",
+                bias.dtype().name(),
+                bias.shape()
+            ));
+        }
+        if bias.same_buffer(y) {
+            return Err(err!(Usage, "{op}: the bias must not share y's buffer"));
+        }
+    }
     index_u32(op, "x", x.len())?;
     index_u32(op, "y", y.len())?;
     Ok(Product {
-        macros: weight_macros(ty).bool("F16", f16),
+        macros: weight_macros(ty)
+            .bool("F16", f16)
+            .bool("BIAS", epilogue.bias.is_some())
+            .bool("ACCUMULATE", epilogue.accumulate),
         k: index_u32(op, "a row", w.cols())?,
         n_tokens: index_u32(op, "the token count", x.rows())?,
-        y_cols: index_u32(op, "the row count", w.rows())?,
+        y_cols: index_u32(op, "a row of y", y.cols())?,
+        column: index_u32(op, "the column", column)?,
     })
 }
 
@@ -221,10 +190,21 @@ pub(super) fn params8(words: [u32; 8]) -> [u8; 32] {
 }
 
 /// The parts of `w` that hold rows (a weight of zero rows has one empty part).
-fn nonempty_parts(w: &SplitWeight) -> impl Iterator<Item = &WeightPart> {
+pub(super) fn nonempty_parts(w: &SplitWeight) -> impl Iterator<Item = &WeightPart> {
     w.parts().iter().filter(|p| p.n_rows > 0)
 }
 
-fn bindings<'a>(part: &'a WeightPart, x: &'a Tensor, y: &'a Tensor) -> Vec<Option<Bind<'a>>> {
-    vec![Some(Bind::Tensor(&part.tensor)), Some(Bind::Tensor(x)), Some(Bind::Tensor(y))]
+/// The bindings of both kernels after the uniform: W's part, x, y, and the bias when the epilogue has one.
+pub(super) fn bindings<'a>(
+    part: &'a WeightPart,
+    x: &'a Tensor,
+    y: &'a Tensor,
+    epilogue: &Epilogue<'a>,
+) -> Vec<Option<Bind<'a>>> {
+    vec![
+        Some(Bind::Tensor(&part.tensor)),
+        Some(Bind::Tensor(x)),
+        Some(Bind::Tensor(y)),
+        epilogue.bias.map(Bind::Tensor),
+    ]
 }

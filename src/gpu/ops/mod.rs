@@ -6,27 +6,42 @@
 //! tensor needs the `shader-f16` feature: op functions return a `usage` error otherwise, never a device error.
 
 pub mod attention;
+pub mod attention_decode;
+pub mod attention_prefill;
 pub mod elementwise;
 pub mod get_rows;
 pub mod kv_store;
+pub mod mask;
 pub mod matmul;
+pub mod matmul_tiled;
+pub mod matmul_vec;
 pub mod nll;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;
 
-pub use attention::{
-    attention, attention_decode, attention_decode_partials, attention_decode_partials_shape, attention_decode_with,
-    attention_prefill, AttentionIo, AttentionShape,
+pub use attention::{attention, AttentionIo, AttentionShape};
+pub use attention_decode::{
+    attention_decode, attention_decode_partials, attention_decode_partials_for, attention_decode_partials_shape,
+    attention_decode_with, attention_decode_with_shape, DecodeShape,
 };
-pub use elementwise::{add, mul, scale, silu_mul};
+pub use attention_prefill::{attention_prefill, attention_prefill_with_shape, PrefillShape, PREFILL_MEMORY_CAP};
+pub use elementwise::{add, mul, scale, silu_mul, silu_mul_rows};
 pub use get_rows::get_rows;
 pub use kv_store::kv_store;
-pub use matmul::{matmul, matmul_tiled, matmul_tiled_with, matmul_vec, MAX_VEC_TOKENS};
+pub use mask::{apply_mask, mask_words};
+pub use matmul::{matmul, matmul_into, Epilogue, MAX_VEC_TOKENS};
+pub use matmul_tiled::{
+    matmul_tiled, matmul_tiled_into, matmul_tiled_steps, matmul_tiled_with, tiled_kernel, TileShape, TiledKernel,
+};
+pub use matmul_vec::{matmul_vec, matmul_vec_into, matmul_vec_with, silu_mul_vec, silu_mul_vec_with, VecShape};
 pub use nll::nll;
-pub use rms_norm::rms_norm;
-pub use rope::{rope, RopeParams};
-pub use sample::{argmax, draw_uniform, sample, SamplingParams};
+pub use rms_norm::{rms_norm, rms_norm_rows, NormRows};
+pub use rope::{rope, rope_store, RopeParams, RopeStoreIo};
+pub use sample::{
+    argmax, argmax_next, argmax_next_with, draw_uniform, sample, sample_next, sample_next_with, NextStep,
+    SamplingParams,
+};
 
 use super::context::Gpu;
 use super::tensor::{DType, Tensor};

@@ -11,6 +11,7 @@
 use super::{activation, index_u32, WORKGROUP_SIZE};
 use crate::config::{ModelConfig, RopeScaling, RopeStyle};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
+use crate::gpu::profile::Access;
 use crate::gpu::{DType, Gpu, Macros, Tensor};
 use crate::{err, Result};
 
@@ -106,8 +107,116 @@ pub fn rope(
             entry: "rope",
             macros,
             params: bytemuck::cast_slice(&words),
-            bindings: vec![Some(Bind::Tensor(x)), Some(Bind::Tensor(pos)), rope.freq_factors.map(Bind::Tensor)],
+            // x is rotated in place: read and written.
+            bindings: vec![
+                Some(Bind::Declared(x, Access::READ_WRITE)),
+                Some(Bind::Tensor(pos)),
+                rope.freq_factors.map(Bind::Tensor),
+            ],
             workgroups: grid(gpu, "rope", pairs.div_ceil(WORKGROUP_SIZE))?,
+        },
+    )
+}
+
+/// The tensors [`rope_store`] reads and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeStoreIo<'a> {
+    /// f32 `[batch, (n_head + 2 · n_head_kv) · head_dim]`: Q, K and V side by side (the stacked projection's output).
+    pub qkv: &'a Tensor,
+    /// The engine's `u32` tensor `[n_past, n_tokens, 0, 0]`, read when the dispatch runs.
+    pub step: &'a Tensor,
+    /// f32 `[batch, n_head · head_dim]`: the rotated queries.
+    pub q: &'a Tensor,
+    /// f32 or f16 `[ctx, n_head_kv · head_dim]`, both the same dtype: the rotated keys and the values go to rows
+    /// `n_past ..`.
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+}
+
+/// RoPE on the step's queries and keys, and the keys and values into the KV cache, in one dispatch
+/// (`shaders/rope.wgsl`, `rope_store`): for `t < n_tokens`, `q[t] = rope(Q of qkv[t])`, `k_cache[n_past + t] =
+/// rope(K of qkv[t])` and `v_cache[n_past + t] = V of qkv[t]`, token `t` at position `n_past + t`, with `n_past` and
+/// `n_tokens` read from `io.step` when it runs (rows past the cache are never written). The rotation is [`rope`]'s.
+pub fn rope_store(
+    gpu: &Gpu,
+    io: RopeStoreIo<'_>,
+    n_head: u32,
+    n_head_kv: u32,
+    head_dim: u32,
+    rope: &RopeParams<'_>,
+) -> Result<Dispatch> {
+    let op = "rope_store";
+    let RopeStoreIo { qkv, step, q, k_cache, v_cache } = io;
+    let f16 = activation(gpu, op, "k_cache", k_cache)?;
+    super::kv_store::check_step(op, step)?;
+    if n_head == 0 || n_head_kv == 0 || head_dim == 0 || head_dim % 2 != 0 {
+        return Err(err!(Usage, "{op}: {n_head} heads, {n_head_kv} kv heads of {head_dim}: non-zero, head_dim even"));
+    }
+    if rope.rope_dim == 0 || rope.rope_dim % 2 != 0 || rope.rope_dim > head_dim {
+        return Err(err!(Usage, "{op}: rope_dim {} must be even and in 2..={head_dim}", rope.rope_dim));
+    }
+    check_frequencies(rope)?;
+    let (q_dim, kv_dim) = (n_head as usize * head_dim as usize, n_head_kv as usize * head_dim as usize);
+    let batch = q.rows();
+    let ctx = k_cache.rows();
+    let wants = [
+        ("qkv", qkv, DType::F32, batch, q_dim + 2 * kv_dim),
+        ("q", q, DType::F32, batch, q_dim),
+        ("k_cache", k_cache, k_cache.dtype(), ctx, kv_dim),
+        ("v_cache", v_cache, k_cache.dtype(), ctx, kv_dim),
+    ];
+    for (name, t, dtype, rows, cols) in wants {
+        if t.dtype() != dtype || t.rows() != rows || t.cols() != cols || rows == 0 {
+            return Err(err!(
+                Usage,
+                "{op}: {name} must be {} [{rows}, {cols}], got {} {:?}",
+                dtype.name(),
+                t.dtype().name(),
+                t.shape()
+            ));
+        }
+    }
+    let written = [q, k_cache, v_cache];
+    let read = [qkv, step];
+    if written.iter().enumerate().any(|(i, a)| {
+        read.iter().any(|b| a.same_buffer(b))
+            || written[i + 1..].iter().any(|b| a.same_buffer(b))
+            || rope.freq_factors.is_some_and(|f| f.same_buffer(a))
+    }) {
+        return Err(err!(Usage, "{op}: q and the caches need buffers of their own"));
+    }
+    let per_token = (q_dim + kv_dim) / 2 + kv_dim / 2;
+    let invocations = index_u32(op, "the work items", batch.saturating_mul(per_token))?;
+    index_u32(op, "qkv", qkv.len())?;
+    index_u32(op, "the caches", k_cache.len())?;
+    let (log2_theta_scale, freq_scale) = rope.scales();
+    let words = [
+        n_head,
+        n_head_kv,
+        head_dim,
+        rope.rope_dim / 2,
+        log2_theta_scale.to_bits(),
+        freq_scale.to_bits(),
+        index_u32(op, "the batch", batch)?,
+        index_u32(op, "the context", ctx)?,
+    ];
+    let macros = Macros::new()
+        .u32("WORKGROUP_SIZE", WORKGROUP_SIZE)
+        .bool("F16", f16)
+        .bool("NEOX", rope.style == RopeStyle::Neox)
+        .bool("FREQ_FACTORS", rope.freq_factors.is_some());
+    Dispatch::new(
+        gpu,
+        Launch {
+            shader: "rope",
+            entry: "rope_store",
+            macros,
+            params: bytemuck::cast_slice(&words),
+            bindings: [Some(qkv), Some(step), Some(q), Some(k_cache), Some(v_cache), rope.freq_factors]
+                .into_iter()
+                .map(|t| t.map(Bind::Tensor))
+                .collect(),
+            workgroups: grid(gpu, op, invocations.div_ceil(WORKGROUP_SIZE))?,
         },
     )
 }

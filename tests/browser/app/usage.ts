@@ -109,3 +109,34 @@ export async function finish(engine: webr1.Engine): Promise<void> {
   await engine.unload();
   await webr1.clearCache();
 }
+
+// Structured output: an answer valid for a schema, and a tool call answered with a tool message.
+export async function weatherAgent(engine: webr1.Engine, city: string): Promise<string | null> {
+  const tools: webr1.FunctionTool[] = [
+    {
+      type: 'function',
+      function: {
+        name: 'get_weather',
+        description: 'The weather in a city.',
+        parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+      },
+    },
+  ];
+  const messages: ChatMessage[] = [{ role: 'user', content: `Weather in ${city}?` }];
+  const first: ChatCompletion = await engine.chat.completions.create({ messages, tools, tool_choice: 'auto', parallel_tool_calls: false });
+  const calls: webr1.ToolCall[] = first.choices[0].message.tool_calls ?? [];
+  if (first.choices[0].finish_reason === 'tool_calls') {
+    messages.push({ role: 'assistant', content: null, tool_calls: calls });
+    for (const call of calls) {
+      const args: { city: string } = JSON.parse(call.function.arguments);
+      messages.push({ role: 'tool', tool_call_id: call.id, content: `Sunny in ${args.city}` });
+    }
+  }
+  const format: webr1.ResponseFormat = {
+    type: 'json_schema',
+    json_schema: { name: 'report', schema: { type: 'object', properties: { summary: { type: 'string' } }, required: ['summary'] } },
+  };
+  const last: ChatCompletion = await engine.chat.completions.create({ messages, response_format: format });
+  const content: string | null = last.choices[0].message.content;
+  return content === null ? null : (JSON.parse(content) as { summary: string }).summary;
+}
