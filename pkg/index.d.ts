@@ -44,9 +44,25 @@ export interface LoadProgress {
   total: number;
 }
 
+/** A size in bytes: a number, or a string with a suffix, K/M/G/T (powers of 1000) or KiB/MiB/GiB/TiB (powers of 1024). */
+export type ByteSize = number | `${number}${'' | 'B' | 'K' | 'KB' | 'M' | 'MB' | 'G' | 'GB' | 'T' | 'TB' | 'KiB' | 'MiB' | 'GiB' | 'TiB'}`;
+
 export interface LoadOptions {
-  /** Tokens of context to allocate (default: the model's, at most 16384). */
+  /**
+   * Tokens of context to allocate, at most the model's own (a longer one is a `usage` error). Default: the largest
+   * that fits the GPU's limits and `gpuMemory`, up to the model's own context and 8192.
+   */
   contextLength?: number;
+  /**
+   * GPU memory the model may use in all (weights, KV cache, activations), e.g. `'4GiB'`. A model and context that
+   * need more are refused before any weight is uploaded (code `model.too_large`, naming the numbers); with no
+   * `contextLength`, the context is the largest that fits. 0, negative or malformed is a `usage` error.
+   */
+  gpuMemory?: ByteSize;
+  /** Cap one storage binding below the GPU's `maxStorageBufferBindingSize` (e.g. `'128MiB'`, as on many phones): larger weights are split across more buffers. */
+  maxStorageBufferBindingSize?: ByteSize;
+  /** Cap one buffer below the GPU's `maxBufferSize` (e.g. `'256MiB'`). */
+  maxBufferSize?: ByteSize;
   onProgress?: (progress: LoadProgress) => void;
   /** Cancels the load (it rejects with code `aborted`). */
   signal?: AbortSignal;
@@ -193,6 +209,26 @@ export interface ChatCompletionChunk {
   token_ids?: number[];
 }
 
+/** What loading a model allocates on the GPU, planned from its header before any upload (bytes). */
+export interface MemoryPlan {
+  /** Weights, KV cache, activations and scratch: what generation allocates at most. */
+  total: number;
+  weights: number;
+  weight_buffers: number;
+  /** Weights larger than one binding, split by rows across `parts` buffers. */
+  split_weights: Array<{ name: string; type: string; bytes: number; parts: number }>;
+  kv_cache: number;
+  kv_type: 'f16' | 'f32';
+  context_length: number;
+  activations: number;
+  scratch: number;
+  largest_buffer: number;
+  max_binding_bytes: number;
+  max_buffer_bytes: number;
+  /** `gpuMemory`, when given. */
+  budget: number | null;
+}
+
 export interface EngineInfo {
   model: {
     architecture: string;
@@ -209,9 +245,15 @@ export interface EngineInfo {
   context_length: number;
   adapter: { name: string; backend: string };
   features: { shader_f16: boolean; subgroups: boolean; adapter_shader_f16: boolean; adapter_subgroups: boolean };
-  limits: { max_buffer_size: number; max_storage_buffer_binding_size: number; binding_cap: number };
-  /** Bytes of GPU buffers webr1 created. */
+  /** The device's limits, and the caps webr1 works under (the device's, lowered by the load options). */
+  limits: { max_buffer_size: number; max_storage_buffer_binding_size: number; binding_cap: number; buffer_cap: number };
+  /** Bytes of GPU buffers webr1 created, how many, the largest range bound to a kernel and the largest buffer. */
   gpu_bytes: number;
+  gpu_buffers: number;
+  largest_binding: number;
+  largest_buffer: number;
+  /** The memory plan the model was loaded with (bytes). */
+  plan: MemoryPlan;
   /** The wasm heap now, and its peak while the model loaded. */
   wasm_memory_bytes: number;
   wasm_memory_peak_during_load: number;

@@ -49,7 +49,7 @@
 //! | `gpu.limits` | a tensor, row or dispatch that the device's limits (binding size, buffer size) cannot hold; the message names the numbers |
 //! | `gpu.validation` | the GPU rejected an operation webr1 issued (a bug in webr1: please report it with the message) |
 //! | `gpu.shader` | a WGSL shader failed to preprocess (bad directive, unknown include or macro) |
-//! | `model.too_large` | the model and its KV cache need more than the GPU's limits allow (the message names the numbers) |
+//! | `model.too_large` | the model's memory plan does not fit, found before anything is allocated: a row of a weight or one layer's keys larger than one GPU binding, or more bytes in all than the budget given (`--gpu-memory`, `gpuMemory`); the message names the numbers and what would fit (a shorter context, a smaller quantisation) |
 //! | `synth.vocab` | `webr1 synth` or `bench --shape` for a llama shape without `--vocab`, or a vocabulary that does not fit the shape (a file without tokens, tokens beyond the shape's vocabulary that are not padding, a special token id outside it) |
 //! | `structured.schema` | a JSON schema (`response_format`, `--json-schema`, a tool's `parameters`) that webr1 cannot constrain to: not valid JSON or not a schema, nested deeper than 64 levels, larger than 256 KiB, an `enum` of more than 1,024 values, a keyword llguidance does not implement (the message names it), or a schema over llguidance's own size limits |
 //! | `structured.grammar` | a Lark grammar (`grammar`, `--grammar`) or a regular expression (`regex`) that does not compile, or is over llguidance's limits |
@@ -57,7 +57,7 @@
 //! | `tools.invalid` | malformed `tools` (not `{type: "function", function: {name, parameters}}`, a duplicate or bad name), a `tool_choice` that is not `auto`, `none`, `required` or a listed function, an assistant `tool_calls` entry without an `id`, a `tool` message without a `tool_call_id` |
 //! | `context.full` | the prompt does not fit in the context that was allocated |
 //! | `aborted` | the caller aborted a load or a generation |
-//! | `usage` | a bad argument to a webr1 call or command |
+//! | `usage` | a bad argument to a webr1 call or command (a context longer than the model's own, a size of 0 or a malformed one, ...) |
 
 use std::fmt;
 

@@ -128,16 +128,7 @@ fn other_quantisations_follow_llama_cpp() {
 
 #[test]
 fn llama_shape_with_the_llama_vocabulary() {
-    let dir = match std::env::var_os("WEBR1_VOCAB_TESTS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/webr1-vocab-tests"),
-    };
-    let vocab = dir.join("ggml-vocab-llama-bpe.gguf");
-    if !vocab.exists() {
-        assert!(!common::in_ci(), "{} is missing (shared/scripts/fetch-vocab-tests.sh)", vocab.display());
-        eprintln!("SKIP: {} is missing (fetch it with shared/scripts/fetch-vocab-tests.sh)", vocab.display());
-        return;
-    }
+    let Some(vocab) = common::vocab_suite_file("ggml-vocab-llama-bpe.gguf") else { return };
     let synth = synth_header("r1-llama-8b", &["--vocab", vocab.to_str().unwrap()]);
     let config = webr1::config::ModelConfig::new(&synth.metadata, &synth.tensors).unwrap();
     assert_eq!((config.n_vocab, config.n_layer, config.n_head_kv, config.n_ff), (128256, 32, 8, 14336));

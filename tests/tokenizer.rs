@@ -135,3 +135,55 @@ fn streaming_decode_never_splits_a_character() {
     assert_eq!(out, text);
     assert!(held_back > 0, "this text should split characters across tokens; the test would prove nothing");
 }
+
+/// llama.cpp's own tokenizer suite for vocabulary `name` (the data of its `test-tokenizer-0`): every input of
+/// `ggml-vocab-NAME.gguf.inp` tokenised without BOS must give exactly the ids of the matching line of `.out`.
+fn check_llama_cpp_suite(name: &str) {
+    let file = format!("ggml-vocab-{name}.gguf");
+    let (Some(vocab), Some(inp), Some(out)) = (
+        common::vocab_suite_file(&file),
+        common::vocab_suite_file(&format!("{file}.inp")),
+        common::vocab_suite_file(&format!("{file}.out")),
+    ) else {
+        return;
+    };
+    let gguf = Gguf::read_file(&vocab).unwrap_or_else(|e| panic!("{}: {e}", vocab.display()));
+    let tok = Tokenizer::from_metadata(&gguf.metadata).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // As test-tokenizer-0 reads them: inputs separated by "\n__ggml_vocab_test__\n", one line of ids per input.
+    let raw = std::fs::read_to_string(&inp).expect("suite inputs");
+    let mut inputs: Vec<&str> = raw.split("\n__ggml_vocab_test__\n").collect();
+    if inputs.last() == Some(&"") {
+        inputs.pop();
+    }
+    let expected: Vec<Vec<u32>> = std::fs::read_to_string(&out)
+        .expect("suite outputs")
+        .lines()
+        .map(|line| line.split_whitespace().map(|id| id.parse().expect("an id")).collect())
+        .collect();
+    assert_eq!(inputs.len(), expected.len(), "{name}: inputs and expected lines differ in number");
+    assert!(inputs.len() >= 40, "{name}: only {} cases; the suite has 46", inputs.len());
+    let mut failures = Vec::new();
+    for (i, (text, want)) in inputs.iter().zip(&expected).enumerate() {
+        let got = tok.encode(text).unwrap_or_else(|e| panic!("{name} case {i}: {e}"));
+        if &got != want {
+            failures.push(format!("case {i} {text:?}: got {got:?}, llama.cpp {want:?}"));
+        }
+    }
+    eprintln!("{name}: {}/{} cases identical", inputs.len() - failures.len(), inputs.len());
+    assert!(failures.is_empty(), "{name}: {} cases differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn llama_bpe_suite_of_llama_cpp() {
+    check_llama_cpp_suite("llama-bpe");
+}
+
+#[test]
+fn qwen2_suite_of_llama_cpp() {
+    check_llama_cpp_suite("qwen2");
+}
+
+#[test]
+fn gpt2_suite_of_llama_cpp() {
+    check_llama_cpp_suite("gpt-2");
+}

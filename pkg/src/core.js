@@ -1,6 +1,6 @@
 // The engine where it runs (in the worker, or on the main thread): the wasm module, loading, and generation.
 
-import init, { WebEngine } from '../webr1.js';
+import init, { WebEngine, gpu_buffers_created } from '../webr1.js';
 import { webr1Error } from './errors.js';
 import { modelSource } from './source.js';
 
@@ -14,6 +14,12 @@ async function ready(wasmUrl) {
 // Bytes of the wasm heap right now.
 export async function wasmMemoryBytes() {
   return (await ready()).memory.buffer.byteLength;
+}
+
+// GPU buffers this wasm instance has created so far (for tests: a load its memory plan refuses creates none).
+export async function gpuBuffersCreated() {
+  await ready();
+  return gpu_buffers_created();
 }
 
 async function checkWebGpu() {
@@ -44,7 +50,13 @@ export async function loadCore(model, options = {}, onProgress, signal) {
   const source = modelSource(model, { signal, cache: options.cache !== false });
   const engine = await WebEngine.load(
     source,
-    { context_length: options.contextLength, force_f32: options.forceF32 === true },
+    {
+      context_length: options.contextLength,
+      force_f32: options.forceF32 === true,
+      gpu_memory: options.gpuMemory,
+      max_storage_buffer_binding_size: options.maxStorageBufferBindingSize,
+      max_buffer_size: options.maxBufferSize,
+    },
     progress,
   );
   return new CoreEngine(engine, memory, peak, { model, options });

@@ -56,6 +56,8 @@ pub struct BenchArgs {
     /// Use only f32 shaders (no shader-f16, no subgroups).
     #[arg(long)]
     f32: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 /// One test's result.
@@ -72,7 +74,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Err(err!(Usage, "nothing to measure: -p and -n are both 0"));
     }
     let ctx = prompts.iter().copied().max().unwrap_or(0).max(args.n_gen) + 1;
-    let options = super::engine_options(args.f32, Some(ctx));
+    let options = super::engine_options(args.f32, Some(ctx), &args.device);
     let (mut engine, describe) = match &args.shape {
         Some(name) => {
             let model = args.synth.model(name)?;

@@ -1,5 +1,7 @@
-//! `webr1 info MODEL`: what a GGUF holds, read from its header alone.
+//! `webr1 info MODEL`: what a GGUF holds, read from its header alone; with `--plan`, what loading it would allocate
+//! on this machine's GPU (see `webr1::model::plan`), or the error loading would give, before anything is allocated.
 
+use clap::Args;
 use std::collections::BTreeMap;
 use std::path::Path;
 use webr1::config::ModelConfig;
@@ -9,8 +11,49 @@ use webr1::quant::GgmlType;
 use webr1::tokenizer::Tokenizer;
 use webr1::Result;
 
-pub fn run(path: &Path) -> Result<()> {
-    let model = super::open_model(path)?;
+#[derive(Args)]
+pub struct InfoArgs {
+    /// A GGUF file (the first part of a split model), an https:// URL or hf:OWNER/REPO/FILE.gguf.
+    model: Option<String>,
+    /// Also print the memory plan on this GPU: how each weight is split across buffers, the KV cache, activations
+    /// and scratch, checked against the GPU's limits and --gpu-memory.
+    #[arg(long)]
+    plan: bool,
+    /// With --plan: the context to plan for (default: as `webr1 run` would choose).
+    #[arg(long, requires = "plan")]
+    ctx: Option<usize>,
+    /// With --plan: plan for the f32 path (an f32 KV cache), as browsers without shader-f16 run.
+    #[arg(long, requires = "plan")]
+    f32: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
+}
+
+pub fn run(args: &InfoArgs) -> Result<()> {
+    let path = super::model::resolve(args.model.as_deref())?;
+    let model = super::open_model(&path)?;
+    describe(&path, &model)?;
+    if args.plan {
+        print_plan(&model, args)?;
+    }
+    Ok(())
+}
+
+/// The plan `webr1 run` would load the model with, computed on this machine's GPU.
+fn print_plan(model: &SplitGguf, args: &InfoArgs) -> Result<()> {
+    let options = super::engine_options(args.f32, args.ctx, &args.device);
+    let tensors: Vec<TensorInfo> = model.tensors().map(|(_, t)| t.clone()).collect();
+    let config = ModelConfig::new(model.metadata(), &tensors)?;
+    let gpu = pollster::block_on(webr1::gpu::Gpu::new(options.gpu.clone()))?;
+    let plan = webr1::engine::Engine::plan(&gpu, &config, &tensors, &options)?;
+    println!("memory plan on {} ({} shaders):", gpu.adapter(), if gpu.features().shader_f16 { "f16" } else { "f32" });
+    for line in plan.summary().lines() {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn describe(path: &Path, model: &SplitGguf) -> Result<()> {
     let meta = model.metadata();
     let tensors: Vec<TensorInfo> = model.tensors().map(|(_, t)| t.clone()).collect();
     let file_bytes: u64 = model.parts.iter().map(|p| p.data_offset + p.data_len()).sum();
@@ -81,7 +124,7 @@ pub fn run(path: &Path) -> Result<()> {
     row("chat template", template.map_or("absent".to_string(), |t| format!("present ({} bytes)", t.len())));
 
     println!("tensor types:");
-    for (ty, (count, bytes)) in type_totals(&model) {
+    for (ty, (count, bytes)) in type_totals(model) {
         let note = if ty.is_supported() { "" } else { "  (not supported by webr1)" };
         println!("  {:<6} {count:>5} tensors  {:>10}{note}", ty.name(), human_bytes(bytes));
     }

@@ -31,10 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Show a GGUF model's architecture, size, quantisation, tokenizer and chat template.
-    Info {
-        /// A GGUF file (the first part of a split model), an https:// URL or hf:OWNER/REPO/FILE.gguf.
-        model: Option<String>,
-    },
+    Info(info::InfoArgs),
     /// Print the token ids of a text, as llama.cpp's tokenizer gives them.
     Tokenize(text::TokenizeArgs),
     /// Render a conversation with the model's own chat template, exactly as the template writes it.
@@ -89,7 +86,7 @@ pub fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> webr1::Result<()> {
     match command {
-        Command::Info { model } => info::run(&model::resolve(model.as_deref())?),
+        Command::Info(args) => info::run(&args),
         Command::Tokenize(args) => text::tokenize(&args),
         Command::Template(args) => text::template(&args),
         Command::Run(args) => run::run(&args),
@@ -125,7 +122,8 @@ pub(crate) struct GenerationArgs {
     /// Tokens to generate at most per answer (reasoning and answer together).
     #[arg(long)]
     max_tokens: Option<usize>,
-    /// Tokens of context to allocate (default: the model's, at most 16384).
+    /// Tokens of context to allocate, at most the model's own (default: the largest that fits the GPU and
+    /// --gpu-memory, up to the model's own and 32768).
     #[arg(long)]
     ctx: Option<usize>,
     /// After this many reasoning tokens, close the reasoning and answer.
@@ -134,6 +132,29 @@ pub(crate) struct GenerationArgs {
     /// Use only f32 shaders (no shader-f16, no subgroups), as browsers without those features do.
     #[arg(long)]
     f32: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// GPU memory and limits, for every command that loads a model (README: "Memory planning", "Phone-sized limits").
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct DeviceArgs {
+    /// GPU memory webr1 may use in all, in bytes or with a suffix (8GiB, 512MiB, 7.5G): a model and context that
+    /// need more are refused before loading; with no --ctx the context is the largest that fits.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--gpu-memory"))]
+    gpu_memory: Option<u64>,
+    /// Cap one storage binding (WebGPU's maxStorageBufferBindingSize) below the GPU's, e.g. 128MiB as on many
+    /// phones: larger weights are split across more buffers.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--max-binding-size"))]
+    max_binding_size: Option<u64>,
+    /// Cap one buffer (WebGPU's maxBufferSize) below the GPU's, e.g. 256MiB.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--max-buffer-size"))]
+    max_buffer_size: Option<u64>,
+}
+
+/// A clap parser for a size argument ([`webr1::model::plan::parse_bytes`]).
+fn size(flag: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |text| webr1::model::plan::parse_bytes(text, flag).map_err(|e| e.message)
 }
 
 impl GenerationArgs {
@@ -159,15 +180,22 @@ impl GenerationArgs {
     }
 
     pub(crate) fn engine_options(&self) -> webr1::engine::EngineOptions {
-        engine_options(self.f32, self.ctx)
+        engine_options(self.f32, self.ctx, &self.device)
     }
 }
 
-/// The options every command that computes shares: the f32 switch and the context length.
-pub(crate) fn engine_options(force_f32: bool, ctx: Option<usize>) -> webr1::engine::EngineOptions {
+/// The options every command that computes shares: the f32 switch, the context length, the memory budget and the
+/// limit caps.
+pub(crate) fn engine_options(force_f32: bool, ctx: Option<usize>, device: &DeviceArgs) -> webr1::engine::EngineOptions {
     webr1::engine::EngineOptions {
-        gpu: webr1::gpu::GpuOptions { force_f32, ..webr1::gpu::GpuOptions::default() },
+        gpu: webr1::gpu::GpuOptions {
+            force_f32,
+            max_binding_bytes: device.max_binding_size,
+            max_buffer_bytes: device.max_buffer_size,
+            ..webr1::gpu::GpuOptions::default()
+        },
         context_length: ctx,
+        gpu_memory: device.gpu_memory,
         ..webr1::engine::EngineOptions::default()
     }
 }

@@ -24,6 +24,8 @@ pub struct PerplexityArgs {
     /// Use only f32 shaders (no shader-f16, no subgroups), as browsers without those features do.
     #[arg(long)]
     f32: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 pub fn run(args: &PerplexityArgs) -> Result<()> {
@@ -32,7 +34,7 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
         err!(Usage, "{} is not UTF-8 text (byte {})", args.file.display(), e.utf8_error().valid_up_to())
     })?;
     let path = super::model::resolve(args.model.as_deref())?;
-    let mut engine = super::load_engine(&path, super::engine_options(args.f32, Some(args.ctx)))?;
+    let mut engine = super::load_engine(&path, super::engine_options(args.f32, Some(args.ctx), &args.device))?;
     eprintln!("perplexity: {} on {}", path.display(), engine.gpu().summary());
     pollster::block_on(async {
         let start = Instant::now();

@@ -198,9 +198,31 @@ impl Engine {
         let model = SplitGguf::new(parts)?;
 
         let gpu = Gpu::new(options.gpu.clone()).await?;
-        let (config, tokenizer, template, ctx) = Self::prepare(&gpu, &model, &options)?;
+        // A load that fails frees the half-loaded model at once (in a browser, dropped buffers wait for the garbage
+        // collector), so that a smaller model can be loaded next.
+        let device = gpu.device().clone();
+        let loaded = Self::upload(gpu, source, model, &names, first, pending, options, &mut progress).await;
+        if loaded.is_err() {
+            device.destroy();
+        }
+        loaded
+    }
+
+    /// Plans the model on `gpu`, creates its buffers and streams the weights into them.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload<M: ModelSource>(
+        gpu: Gpu,
+        source: &mut M,
+        model: SplitGguf,
+        names: &[String],
+        mut first: PartReader<M::Stream>,
+        pending: Option<(u64, Vec<u8>)>,
+        options: EngineOptions,
+        progress: &mut impl FnMut(LoadProgress),
+    ) -> Result<Engine> {
+        let prepared = Self::prepare(&gpu, &model, &options)?;
         let scope = gpu.alloc_scope();
-        let loader = WeightLoader::new(&gpu, &config, &model);
+        let loader = WeightLoader::new(&gpu, &prepared.config, &model);
         scope.finish("the model's weights").await?;
         let mut loader = loader?;
         drop(model);
@@ -226,7 +248,7 @@ impl Engine {
         report(&loader, true);
         let weights = loader.finish()?;
         gpu.check()?;
-        Self::assemble(gpu, config, weights, tokenizer, template, ctx, options.prefill_batch).await
+        Self::assemble(gpu, weights, prepared, options.prefill_batch).await
     }
 }
 

@@ -26,13 +26,16 @@ pub use load::{FileSource, FileStream};
 pub use perplexity::{perplexity, teacher_forced, Perplexity, PerplexityOptions};
 pub use profile::{weight_bytes_needed, ClassRow, OpRow, Profile};
 pub use request::{check_prompt_fits, context_length};
+pub(crate) use session::scratch_bytes as session_scratch_bytes;
+pub use session::step_batches;
 pub use session::{LoopStats, Session, TopLogits, DEFAULT_PREFILL_BATCH};
 
 use crate::chat::{ChatTemplate, Message, Prompt, ToolFormat, Tools};
 use crate::config::ModelConfig;
 use crate::gguf::split::SplitGguf;
+use crate::gguf::TensorInfo;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{KvCache, Weights};
+use crate::model::{MemoryPlan, PlanRequest, Weights};
 use crate::tokenizer::Tokenizer;
 use crate::{err, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,15 +45,37 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub gpu: GpuOptions,
-    /// Tokens of context to allocate (default: the model's, at most 16384).
+    /// Tokens of context to allocate: at most the model's own (a longer one is a `usage` error). `None` takes the
+    /// largest that fits the device and [`EngineOptions::gpu_memory`], up to the model's own and
+    /// [`EngineOptions::max_context`] (see [`crate::model::plan`]).
     pub context_length: Option<usize>,
+    /// The most tokens of context chosen when none is given: [`DEFAULT_MAX_CONTEXT`].
+    pub max_context: usize,
+    /// Bytes of GPU memory the model may use in all (weights, KV cache, activations); a model and context that need
+    /// more are refused before any weight buffer is created (`model.too_large`).
+    pub gpu_memory: Option<u64>,
     /// Prompt tokens per prefill dispatch list.
     pub prefill_batch: usize,
 }
 
+/// The longest context chosen when none is given: 32768 tokens natively, 8192 in the browser (a tab's GPU memory is
+/// shared with the page and other tabs).
+#[cfg(not(target_arch = "wasm32"))]
+pub const DEFAULT_MAX_CONTEXT: usize = 32768;
+/// The longest context chosen when none is given: 32768 tokens natively, 8192 in the browser (a tab's GPU memory is
+/// shared with the page and other tabs).
+#[cfg(target_arch = "wasm32")]
+pub const DEFAULT_MAX_CONTEXT: usize = 8192;
+
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { gpu: GpuOptions::default(), context_length: None, prefill_batch: DEFAULT_PREFILL_BATCH }
+        EngineOptions {
+            gpu: GpuOptions::default(),
+            context_length: None,
+            max_context: DEFAULT_MAX_CONTEXT,
+            gpu_memory: None,
+            prefill_batch: DEFAULT_PREFILL_BATCH,
+        }
     }
 }
 
@@ -78,9 +103,18 @@ impl AbortHandle {
     }
 }
 
+/// What [`Engine::prepare`] reads from the headers before anything is allocated.
+struct Prepared {
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    plan: MemoryPlan,
+}
+
 /// A loaded model with its tokenizer and chat template.
 pub struct Engine {
     session: Session,
+    plan: MemoryPlan,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     abort: AbortHandle,
@@ -101,30 +135,21 @@ impl Engine {
     }
 
     /// The engine around weights that are on the GPU: the KV cache and the first dispatch lists are built here.
-    #[allow(clippy::too_many_arguments)]
-    async fn assemble(
-        gpu: Gpu,
-        config: ModelConfig,
-        weights: Weights,
-        tokenizer: Tokenizer,
-        template: Option<ChatTemplate>,
-        ctx: usize,
-        prefill_batch: usize,
-    ) -> Result<Engine> {
+    async fn assemble(gpu: Gpu, weights: Weights, prepared: Prepared, prefill_batch: usize) -> Result<Engine> {
+        let Prepared { config, tokenizer, template, plan } = prepared;
+        let ctx = plan.kv.ctx;
         let scope = gpu.alloc_scope();
         let session = Session::new(gpu, config, weights, ctx, prefill_batch);
         scope.finish(&format!("the KV cache for {ctx} tokens")).await?;
         let session = session?;
         session.gpu.check()?;
-        Ok(Engine { session, tokenizer: Arc::new(tokenizer), template, abort: AbortHandle::default(), compiler: None })
+        let tokenizer = Arc::new(tokenizer);
+        Ok(Engine { session, plan, tokenizer, template, abort: AbortHandle::default(), compiler: None })
     }
 
-    /// Reads config, tokenizer and template, and checks that the model and its cache fit this device.
-    fn prepare(
-        gpu: &Gpu,
-        model: &SplitGguf,
-        options: &EngineOptions,
-    ) -> Result<(ModelConfig, Tokenizer, Option<ChatTemplate>, usize)> {
+    /// Reads config, tokenizer and template, and plans the model's memory on this device: the context rule and the
+    /// budget applied, everything checked against the device's limits (see [`crate::model::plan`]).
+    fn prepare(gpu: &Gpu, model: &SplitGguf, options: &EngineOptions) -> Result<Prepared> {
         let tensors: Vec<_> = model.tensors().map(|(_, t)| t.clone()).collect();
         let config = ModelConfig::new(model.metadata(), &tensors)?;
         let tokenizer = Tokenizer::from_metadata(model.metadata())?;
@@ -132,18 +157,30 @@ impl Engine {
             Some(_) => Some(ChatTemplate::from_metadata(model.metadata())?),
             None => None,
         };
-        let ctx = context_length(options.context_length, config.context_length as usize, 16384)?;
-        KvCache::check_fits(gpu, &config, ctx)?;
-        let max_buffer = gpu.limits().max_buffer_size;
-        let biggest_row = tensors.iter().map(|t| t.row_bytes()).max().unwrap_or(0);
-        if biggest_row > gpu.max_binding_bytes() || biggest_row > max_buffer {
-            return Err(err!(
-                ModelTooLarge,
-                "a row of {biggest_row} bytes does not fit one GPU binding ({} bytes)",
-                gpu.max_binding_bytes()
-            ));
-        }
-        Ok((config, tokenizer, template, ctx))
+        let plan = Self::plan(gpu, &config, &tensors, options)?;
+        Ok(Prepared { config, tokenizer, template, plan })
+    }
+
+    /// The memory plan of a model (its config and tensor table) on `gpu` with `options`: what [`Engine::load`] would
+    /// allocate, or the error it would give before allocating anything.
+    pub fn plan(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        tensors: &[TensorInfo],
+        options: &EngineOptions,
+    ) -> Result<MemoryPlan> {
+        let request = PlanRequest {
+            context: options.context_length,
+            max_context: options.max_context,
+            prefill_batch: options.prefill_batch.max(1),
+            budget: options.gpu_memory,
+        };
+        MemoryPlan::choose(gpu, config, tensors, request)
+    }
+
+    /// The memory plan the model was loaded with.
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.plan
     }
 
     pub fn config(&self) -> &ModelConfig {

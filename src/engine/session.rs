@@ -7,8 +7,8 @@ use crate::gpu::ops::mask_words;
 use crate::gpu::ops::SamplingParams;
 use crate::gpu::profile::{Submission, SubmitStep};
 use crate::gpu::tensor::read_mapped;
-use crate::gpu::{DType, Dispatch, Gpu, Readback, StepShape, Tensor};
-use crate::model::{Graph, Head, HeadKind, KvCache, StepInputs, Weights};
+use crate::gpu::{buffer_bytes, tensor_bytes, DType, Dispatch, Gpu, Readback, StepShape, Tensor};
+use crate::model::{ActivationShape, Graph, Head, HeadKind, KvCache, StepInputs, Weights};
 use crate::{err, Result};
 use std::collections::{HashMap, VecDeque};
 
@@ -50,12 +50,15 @@ struct TokenRing {
 
 /// Staging buffers: a step may be read while one more runs, and a dropped one may still be in flight.
 const RING_SLOTS: usize = 4;
+/// A sampled token: one `u32`.
+const TOKEN_BYTES: u64 = 4;
 
 impl TokenRing {
     fn new(gpu: &Gpu) -> Result<TokenRing> {
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        let slots =
-            (0..RING_SLOTS).map(|i| gpu.create_buffer(&format!("token {i}"), 4, usage)).collect::<Result<_>>()?;
+        let slots = (0..RING_SLOTS)
+            .map(|i| gpu.create_buffer(&format!("token {i}"), TOKEN_BYTES, usage))
+            .collect::<Result<_>>()?;
         Ok(TokenRing { slots, next: 0 })
     }
 
@@ -64,6 +67,40 @@ impl TokenRing {
         self.next = (self.next + 1) % self.slots.len();
         slot
     }
+}
+
+/// The shape of the sampling settings' tensor ([`SamplingParams`]).
+const SAMPLING_SHAPE: [usize; 1] = [SamplingParams::WORDS];
+
+/// The readback staging buffer holds one row of logits (the largest read besides tokens).
+fn readback_capacity(config: &ModelConfig) -> u64 {
+    (u64::from(config.n_vocab) * 4).max(16)
+}
+
+/// Bytes of the buffers a session allocates besides the KV cache and its dispatch lists: the step inputs
+/// ([`StepInputs::shapes`]), the sampling settings, the readback staging buffer, the token ring, and the token mask of
+/// structured output (made on first use, [`Session::set_mask`]). The memory plan counts these (`crate::model::plan`).
+pub fn scratch_bytes(config: &ModelConfig, prefill_batch: usize) -> Result<u64> {
+    let mut tensors = StepInputs::shapes(prefill_batch.max(1));
+    tensors.push(ActivationShape { name: "sampling", shape: SAMPLING_SHAPE.to_vec(), dtype: DType::U32 });
+    let mask = vec![mask_words(config.n_vocab as usize)];
+    tensors.push(ActivationShape { name: "token mask", shape: mask, dtype: DType::U32 });
+    let mut bytes = Readback::buffer_size(readback_capacity(config)) + RING_SLOTS as u64 * TOKEN_BYTES;
+    for t in tensors {
+        bytes += buffer_bytes(tensor_bytes(t.name, &t.shape, t.dtype)?);
+    }
+    Ok(bytes)
+}
+
+/// The prefill and scoring batches of a session of `ctx` tokens asked for chunks of `requested`: at most the context,
+/// and few enough tokens that a step's widest activation (`[batch, width]` f32) and, for scoring, a row of logits per
+/// token fit one binding. The memory plan sizes the same batches (`crate::model::plan`).
+pub fn step_batches(gpu: &Gpu, config: &ModelConfig, ctx: usize, requested: usize) -> (usize, usize) {
+    let c = config;
+    let widest = [c.n_ff, c.q_dim() + 2 * c.kv_dim(), c.n_embd].into_iter().max().unwrap_or(1).max(1);
+    let rows_fitting = |width: u32| (gpu.max_binding_bytes() / (u64::from(width) * 4)).max(1) as usize;
+    let prefill = requested.clamp(1, rows_fitting(widest).min(ctx.max(1)));
+    (prefill, prefill.min(rows_fitting(c.n_vocab.max(1))))
 }
 
 /// What the token loop did (see [`Session`]): for tests and reports.
@@ -140,16 +177,10 @@ pub struct Session {
 impl Session {
     pub fn new(gpu: Gpu, config: ModelConfig, weights: Weights, ctx: usize, prefill_batch: usize) -> Result<Session> {
         let cache = KvCache::new(&gpu, &config, ctx)?;
-        // A step's widest activation (`[batch, width]` f32), and with the scoring head a row of logits per token,
-        // must fit one binding.
-        let c = &config;
-        let widest = [c.n_ff, c.q_dim() + 2 * c.kv_dim(), c.n_embd].into_iter().max().unwrap_or(1).max(1);
-        let rows_fitting = |width: u32| (gpu.max_binding_bytes() / (u64::from(width) * 4)).max(1) as usize;
-        let prefill_batch = prefill_batch.clamp(1, rows_fitting(widest));
-        let score_batch = prefill_batch.min(rows_fitting(c.n_vocab.max(1)));
+        let (prefill_batch, score_batch) = step_batches(&gpu, &config, ctx, prefill_batch);
         let inputs = StepInputs::new(&gpu, prefill_batch)?;
-        let sampling = Tensor::new(&gpu, "sampling", &[SamplingParams::WORDS], DType::U32)?;
-        let readback = Readback::new(&gpu, (config.n_vocab as u64 * 4).max(16))?;
+        let sampling = Tensor::new(&gpu, "sampling", &SAMPLING_SHAPE, DType::U32)?;
+        let readback = Readback::new(&gpu, readback_capacity(&config))?;
         let tokens = TokenRing::new(&gpu)?;
         let mut session = Session {
             gpu,

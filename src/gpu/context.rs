@@ -19,15 +19,31 @@ use crate::{err, Error, ErrorCode, Result};
 pub struct GpuOptions {
     /// Use the f32 path only: `shader-f16` and `subgroups` are not enabled even when the adapter has them.
     pub force_f32: bool,
-    /// webr1's own cap on the bytes of one storage binding, below the device limit. Browsers round a small requested
-    /// limit up (to 128 MiB), so a cap asked of the device would not hold; webr1 enforces this one itself.
+    /// webr1's own cap on the bytes of one storage binding (`maxStorageBufferBindingSize`), below the device limit.
+    /// Browsers round a small requested limit up (to 128 MiB), so a cap asked of the device would not hold; webr1
+    /// enforces this one itself.
     pub max_binding_bytes: Option<u64>,
+    /// webr1's own cap on the bytes of one buffer (`maxBufferSize`), below the device limit, enforced the same way:
+    /// with [`GpuOptions::max_binding_bytes`] it makes a desktop GPU behave like a phone's (README: "Phone-sized
+    /// limits").
+    pub max_buffer_bytes: Option<u64>,
     pub power_preference: wgpu::PowerPreference,
+    /// For tests of the failure path: once this many bytes of buffers exist, the next buffer is asked of the device
+    /// at a size it rejects, so the failure reaches webr1 through the error scopes as a real out-of-memory would
+    /// (WebGPU gives no other way to make one happen on purpose).
+    #[doc(hidden)]
+    pub fail_allocations_after: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        Self { force_f32: false, max_binding_bytes: None, power_preference: wgpu::PowerPreference::HighPerformance }
+        Self {
+            force_f32: false,
+            max_binding_bytes: None,
+            max_buffer_bytes: None,
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            fail_allocations_after: None,
+        }
     }
 }
 
@@ -122,6 +138,15 @@ pub(crate) fn from_wgpu_error(error: &wgpu::Error, doing: &str) -> Error {
     }
 }
 
+/// Buffers created by every [`Gpu`] of this process (or wasm instance): a failed load can be checked to have created
+/// none after its device is gone.
+static BUFFERS_CREATED_IN_PROCESS: AtomicU64 = AtomicU64::new(0);
+
+/// Buffers created through [`Gpu::create_buffer`] by every device of this process (or wasm instance) so far.
+pub fn buffers_created_in_process() -> u64 {
+    BUFFERS_CREATED_IN_PROCESS.load(Ordering::Relaxed)
+}
+
 /// Writes are flushed (submitted, and natively waited for) after this many bytes, so the staging copies the driver
 /// keeps for `queue.write_buffer` stay bounded while a multi-gigabyte model streams in (ARCHITECTURE.md §4).
 const FLUSH_BYTES: u64 = 64 << 20;
@@ -137,10 +162,14 @@ pub struct Gpu {
     features: GpuFeatures,
     limits: wgpu::Limits,
     max_binding_bytes: u64,
+    max_buffer_bytes: u64,
+    fail_allocations_after: Option<u64>,
     pipelines: PipelineCache,
     errors: Arc<ErrorSink>,
     buffers_created: AtomicU64,
     bytes_created: AtomicU64,
+    largest_buffer: AtomicU64,
+    largest_binding: AtomicU64,
     bytes_read_back: AtomicU64,
     unflushed_bytes: AtomicU64,
     counters: Counters,
@@ -167,6 +196,9 @@ impl Gpu {
         if options.max_binding_bytes.is_some_and(|cap| cap < 4) {
             return Err(err!(Usage, "max_binding_bytes must be at least 4 bytes"));
         }
+        if options.max_buffer_bytes.is_some_and(|cap| cap < 4) {
+            return Err(err!(Usage, "max_buffer_bytes must be at least 4 bytes"));
+        }
         let info = adapter.get_info();
         let summary = AdapterSummary {
             name: info.name.clone(),
@@ -190,7 +222,9 @@ impl Gpu {
         };
         let (device, queue) = request_device(&adapter, &features, &summary).await?;
         let limits = device.limits();
-        let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max_buffer_bytes =
+            options.max_buffer_bytes.map_or(limits.max_buffer_size, |cap| cap.min(limits.max_buffer_size));
+        let device_max = limits.max_storage_buffer_binding_size.min(max_buffer_bytes);
         let max_binding_bytes = options.max_binding_bytes.map_or(device_max, |cap| cap.min(device_max)) & !3;
 
         let errors = Arc::new(ErrorSink::default());
@@ -207,10 +241,14 @@ impl Gpu {
             features,
             limits,
             max_binding_bytes,
+            max_buffer_bytes,
+            fail_allocations_after: options.fail_allocations_after,
             pipelines: PipelineCache::default(),
             errors,
             buffers_created: AtomicU64::new(0),
             bytes_created: AtomicU64::new(0),
+            largest_buffer: AtomicU64::new(0),
+            largest_binding: AtomicU64::new(0),
             bytes_read_back: AtomicU64::new(0),
             unflushed_bytes: AtomicU64::new(0),
             counters: Counters::default(),
@@ -251,6 +289,11 @@ impl Gpu {
         self.max_binding_bytes
     }
 
+    /// The most bytes one buffer may hold: the device's `max_buffer_size`, lowered to [`GpuOptions::max_buffer_bytes`].
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.max_buffer_bytes
+    }
+
     pub fn pipelines(&self) -> &PipelineCache {
         &self.pipelines
     }
@@ -261,7 +304,7 @@ impl Gpu {
         format!(
             "adapter: {}\nfeatures enabled: {}\nadapter offers: {}\nlimits: storage binding {} B, buffer {} B, \
              workgroup storage {} B, invocations/workgroup {}, workgroups/dimension {}, storage buffers/stage {}; \
-             binding cap used {} B",
+             binding cap used {} B, buffer cap used {} B",
             self.adapter,
             self.features,
             self.adapter_features,
@@ -272,24 +315,29 @@ impl Gpu {
             l.max_compute_workgroups_per_dimension,
             l.max_storage_buffers_per_shader_stage,
             self.max_binding_bytes,
+            self.max_buffer_bytes,
         )
     }
 
-    /// Creates a buffer, counted in [`Gpu::buffers_created`]. Sizes above `max_buffer_size` are a `gpu.limits`
-    /// error; to learn whether the allocation itself succeeded, create it inside an [`AllocScope`].
+    /// Creates a buffer, counted in [`Gpu::buffers_created`]. Sizes above [`Gpu::max_buffer_bytes`] are a
+    /// `gpu.limits` error; to learn whether the allocation itself succeeded, create it inside an [`AllocScope`].
     pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
-        if size > self.limits.max_buffer_size {
+        if size > self.max_buffer_bytes {
             return Err(err!(
                 GpuLimits,
-                "{label}: a buffer of {size} bytes is larger than this GPU's max_buffer_size of {} bytes",
-                self.limits.max_buffer_size
+                "{label}: a buffer of {size} bytes is larger than the {} bytes one buffer may hold here \
+                 (max_buffer_size)",
+                self.max_buffer_bytes
             ));
         }
         self.buffers_created.fetch_add(1, Ordering::Relaxed);
-        self.bytes_created.fetch_add(size, Ordering::Relaxed);
+        BUFFERS_CREATED_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
+        let before = self.bytes_created.fetch_add(size, Ordering::Relaxed);
+        self.largest_buffer.fetch_max(size, Ordering::Relaxed);
+        let fail = self.fail_allocations_after.is_some_and(|after| before + size > after);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size,
+            size: if fail { self.limits.max_buffer_size.saturating_add(4) } else { size },
             usage,
             mapped_at_creation: false,
         }))
@@ -298,6 +346,21 @@ impl Gpu {
     /// Buffers created through [`Gpu::create_buffer`] so far (tensors, uniforms, staging): decode must not add any.
     pub fn buffers_created(&self) -> u64 {
         self.buffers_created.load(Ordering::Relaxed)
+    }
+
+    /// The largest buffer created through [`Gpu::create_buffer`] so far, in bytes.
+    pub fn largest_buffer(&self) -> u64 {
+        self.largest_buffer.load(Ordering::Relaxed)
+    }
+
+    /// The largest range of a buffer bound to a dispatch so far ([`crate::gpu::Dispatch::new`]), in bytes: never
+    /// more than [`Gpu::max_binding_bytes`] for storage bindings.
+    pub fn largest_binding(&self) -> u64 {
+        self.largest_binding.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_binding(&self, bytes: u64) {
+        self.largest_binding.fetch_max(bytes, Ordering::Relaxed);
     }
 
     /// Bytes copied from the GPU to the CPU through [`crate::gpu::Readback`] since the device was created.

@@ -158,6 +158,9 @@ impl Dispatch {
                 }
                 None => continue,
             };
+            if let wgpu::BindingResource::Buffer(b) = &resource {
+                gpu.count_binding(b.size.map_or(b.buffer.size().saturating_sub(b.offset), |s| s.get()));
+            }
             entries.push(wgpu::BindGroupEntry { binding, resource });
             bound.push(record);
         }

@@ -24,12 +24,12 @@ pub mod shaders;
 pub mod tensor;
 pub mod weight;
 
-pub use context::{AdapterSummary, AllocScope, Gpu, GpuFeatures, GpuOptions};
+pub use context::{buffers_created_in_process, AdapterSummary, AllocScope, Gpu, GpuFeatures, GpuOptions};
 pub use dispatch::{grid, Bind, Dispatch, Launch};
 pub use preprocess::Macros;
 pub use profile::{Access, DispatchTimer, Extent, StepShape, Submission};
 pub use shaders::{PipelineCache, PipelineKey, SHADERS};
-pub use tensor::{ByteWriter, DType, Readback, Tensor};
+pub use tensor::{buffer_bytes, tensor_bytes, ByteWriter, DType, Readback, Tensor};
 pub use weight::{split_rows, SplitWeight, WeightPart};
 
 // Natively the engine may share the GPU and its tensors between threads (the server); keep it that way.

@@ -65,6 +65,12 @@ pub fn tensor_bytes(label: &str, shape: &[usize], dtype: DType) -> Result<u64> {
         .ok_or_else(|| err!(Usage, "{label}: shape {shape:?} overflows"))
 }
 
+/// The size of the buffer that holds a tensor of `bytes` bytes: at least 4 bytes and a multiple of 4, so that every
+/// tensor can be bound, copied and written (the memory plan counts buffers with this too).
+pub fn buffer_bytes(bytes: u64) -> u64 {
+    bytes.max(4).next_multiple_of(4)
+}
+
 /// A tensor in one GPU buffer (so at most [`Gpu::max_binding_bytes`]; larger weights are a
 /// [`crate::gpu::SplitWeight`]). Cloning is cheap and shares the buffer.
 #[derive(Debug, Clone)]
@@ -91,8 +97,7 @@ impl Tensor {
                 gpu.max_binding_bytes()
             ));
         }
-        // Buffers are at least 4 bytes and a multiple of 4, so every tensor can be bound, copied and written.
-        let size = bytes.max(4).next_multiple_of(4);
+        let size = buffer_bytes(bytes);
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let buffer = gpu.create_buffer(label, size, usage)?;
         Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype, bytes })
@@ -332,9 +337,14 @@ pub struct Readback {
 }
 
 impl Readback {
+    /// The size of the staging buffer [`Readback::new`] creates for reads of up to `capacity` bytes.
+    pub fn buffer_size(capacity: u64) -> u64 {
+        buffer_bytes(capacity)
+    }
+
     /// A staging buffer for reads of up to `capacity` bytes.
     pub fn new(gpu: &Gpu, capacity: u64) -> Result<Readback> {
-        let size = capacity.max(4).next_multiple_of(4);
+        let size = Self::buffer_size(capacity);
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         Ok(Readback { staging: gpu.create_buffer("readback", size, usage)? })
     }

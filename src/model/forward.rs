@@ -17,6 +17,7 @@
 use super::kv_cache::KvCache;
 use super::weights::{GateUp, Weights};
 use crate::config::ModelConfig;
+use crate::gpu::ops::sample::scratch_shapes as sample_scratch_shapes;
 use crate::gpu::ops::{self, AttentionIo, AttentionShape, Epilogue, NextStep, NormRows, RopeParams, RopeStoreIo};
 use crate::gpu::{DType, Dispatch, Gpu, SplitWeight, Tensor};
 use crate::{err, Result};
@@ -33,10 +34,15 @@ pub struct StepInputs {
 impl StepInputs {
     /// Inputs for steps of up to `capacity` tokens.
     pub fn new(gpu: &Gpu, capacity: usize) -> Result<StepInputs> {
-        Ok(StepInputs {
-            ids: Tensor::new(gpu, "ids", &[capacity.max(1), 1], DType::U32)?,
-            step: Tensor::new(gpu, "step", &[4], DType::U32)?,
-        })
+        let mut buffers = Buffers::allocate(gpu, Self::shapes(capacity))?;
+        let inputs = StepInputs { ids: buffers.take("ids")?, step: buffers.take("step")? };
+        buffers.finish()?;
+        Ok(inputs)
+    }
+
+    /// The buffers [`StepInputs::new`] allocates (the memory plan counts them, `crate::model::plan`).
+    pub fn shapes(capacity: usize) -> Vec<ActivationShape> {
+        vec![ActivationShape::u32("ids", &[capacity.max(1), 1]), ActivationShape::u32("step", &[4])]
     }
 
     /// Writes a step of `tokens` after `n_past` cached ones (queued: it takes effect for work submitted afterwards).
@@ -79,25 +85,89 @@ impl Activations {
         matches!(gate_up, GateUp::Stacked(_)) && batch <= ops::MAX_VEC_TOKENS
     }
 
-    fn new(gpu: &Gpu, config: &ModelConfig, weights: &Weights, batch: usize) -> Result<Activations> {
-        let c = config;
-        let (e, q_dim, kv_dim, ff) = (c.n_embd as usize, c.q_dim() as usize, c.kv_dim() as usize, c.n_ff as usize);
-        let act = |name: &str, width: usize| Tensor::new(gpu, name, &[batch, width], DType::F32);
-        let separate = weights.layers.iter().any(|l| !Self::fused_swiglu(&l.gate_up, batch));
+    /// Whether a pass of `batch` tokens needs gate and up activations apart: some layer's SwiGLU is not one dispatch
+    /// (see [`Activations::fused_swiglu`]; `gate_up_stacked` is [`Weights::gate_up_stacked`]).
+    fn separate_gate_up(gate_up_stacked: bool, batch: usize) -> bool {
+        !gate_up_stacked || batch > ops::MAX_VEC_TOKENS
+    }
+
+    /// Takes the activations from the buffers of [`Graph::activation_shapes`].
+    fn take(buffers: &mut Buffers, separate_gate_up: bool) -> Result<Activations> {
         Ok(Activations {
-            x: act("x", e)?,
-            xn: act("xn", e)?,
-            qkv: act("qkv", q_dim + 2 * kv_dim)?,
-            q: act("q", q_dim)?,
-            attn: act("attn", q_dim)?,
-            ffn: act("ffn", ff)?,
-            gate_up: match separate {
-                true => Some((act("gate", ff)?, act("up", ff)?)),
+            x: buffers.take("x")?,
+            xn: buffers.take("xn")?,
+            qkv: buffers.take("qkv")?,
+            q: buffers.take("q")?,
+            attn: buffers.take("attn")?,
+            ffn: buffers.take("ffn")?,
+            gate_up: match separate_gate_up {
+                true => Some((buffers.take("gate")?, buffers.take("up")?)),
                 false => None,
             },
-            last: Tensor::new(gpu, "last", &[1, e], DType::F32)?,
-            partials: None,
+            last: buffers.take("last")?,
+            partials: buffers.take_optional("attention partials"),
         })
+    }
+}
+
+/// One buffer a dispatch list (or the session) allocates: see [`Graph::activation_shapes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationShape {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl ActivationShape {
+    fn f32(name: &'static str, shape: &[usize]) -> ActivationShape {
+        ActivationShape { name, shape: shape.to_vec(), dtype: DType::F32 }
+    }
+
+    fn u32(name: &'static str, shape: &[usize]) -> ActivationShape {
+        ActivationShape { name, shape: shape.to_vec(), dtype: DType::U32 }
+    }
+}
+
+/// The buffers of a list of [`ActivationShape`]s, allocated, until the pass takes each by name; every one must be
+/// taken ([`Buffers::finish`]), so that what is allocated is exactly what is listed (and planned).
+struct Buffers(Vec<(&'static str, Tensor)>);
+
+impl Buffers {
+    fn allocate(gpu: &Gpu, shapes: Vec<ActivationShape>) -> Result<Buffers> {
+        let tensors = shapes.into_iter().map(|s| Ok((s.name, Tensor::new(gpu, s.name, &s.shape, s.dtype)?)));
+        Ok(Buffers(tensors.collect::<Result<_>>()?))
+    }
+
+    fn take_optional(&mut self, name: &str) -> Option<Tensor> {
+        let at = self.0.iter().position(|(n, _)| *n == name)?;
+        Some(self.0.remove(at).1)
+    }
+
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        self.take_optional(name).ok_or_else(|| err!(Usage, "the forward pass has no buffer '{name}' in its list"))
+    }
+
+    /// The buffers taken in order (the sampler's scratch).
+    fn take_all(&mut self, names: &[&str]) -> Result<Vec<Tensor>> {
+        names.iter().map(|name| self.take(name)).collect()
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.0.first() {
+            Some((name, _)) => Err(err!(Usage, "the forward pass allocated a buffer '{name}' it does not use")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The attention's shape for a cache of `ctx` tokens and batches of `batch`.
+fn attention_shape(c: &ModelConfig, ctx: usize, batch: usize) -> AttentionShape {
+    AttentionShape {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+        ctx: ctx as u32,
+        batch: batch as u32,
     }
 }
 
@@ -168,19 +238,11 @@ impl Graph {
             return Err(err!(Usage, "a batch of {batch} tokens (the step inputs hold {})", inputs.ids.len()));
         }
         let c = config;
-        let mut a = Activations::new(gpu, c, weights, batch)?;
+        let stacked = weights.gate_up_stacked();
+        let mut buffers = Buffers::allocate(gpu, Self::activation_shapes(gpu, c, stacked, cache.ctx(), batch, kind)?)?;
+        let a = Activations::take(&mut buffers, Activations::separate_gate_up(stacked, batch))?;
         let rope = RopeParams::from_config(c, weights.rope_freqs.as_ref());
-        let shape = AttentionShape {
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim: c.head_dim,
-            ctx: cache.ctx() as u32,
-            batch: batch as u32,
-        };
-        a.partials = match batch {
-            1 => Some(ops::attention_decode_partials(gpu, shape)?),
-            _ => None,
-        };
+        let shape = attention_shape(c, cache.ctx(), batch);
         let mut d: Vec<Dispatch> = Vec::new();
         let eps = c.rms_norm_eps;
         let residual = Epilogue { accumulate: true, ..Epilogue::default() };
@@ -222,10 +284,62 @@ impl Graph {
             d.extend(project(gpu, &w.w_down, &a.ffn, &a.x, residual, step)?);
         }
         let head = match kind {
-            HeadKind::Sample => sample_head(gpu, c, weights, inputs, &a, batch, sampling)?,
-            HeadKind::Score => score_head(gpu, c, weights, inputs, &a, batch)?,
+            HeadKind::Sample => sample_head(gpu, c, weights, inputs, &a, &mut buffers, batch, sampling)?,
+            HeadKind::Score => score_head(gpu, c, weights, inputs, &a, &mut buffers, batch)?,
         };
+        buffers.finish()?;
         Ok(Graph { batch, head, trunk: d, acts: a })
+    }
+
+    /// Every buffer [`Graph::build`] allocates for batches of `batch` tokens over a cache of `ctx` tokens, ending as
+    /// `kind` says: the activations, the decode attention's scratch (batch 1), and the head's outputs and scratch.
+    /// `gate_up_stacked` is [`Weights::gate_up_stacked`] (before loading: [`super::weights::weight_layout`]'s). `build`
+    /// allocates exactly this list and the memory plan (`crate::model::plan`) counts it, so the two cannot drift. The
+    /// step inputs are the session's ([`StepInputs::shapes`]).
+    pub fn activation_shapes(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        gate_up_stacked: bool,
+        ctx: usize,
+        batch: usize,
+        kind: HeadKind,
+    ) -> Result<Vec<ActivationShape>> {
+        if batch == 0 {
+            return Err(err!(Usage, "a batch of zero tokens"));
+        }
+        let c = config;
+        let (e, q_dim, kv_dim, ff) = (c.n_embd as usize, c.q_dim() as usize, c.kv_dim() as usize, c.n_ff as usize);
+        let n_vocab = c.n_vocab as usize;
+        let f32 = ActivationShape::f32;
+        let u32 = ActivationShape::u32;
+        let mut list = vec![
+            f32("x", &[batch, e]),
+            f32("xn", &[batch, e]),
+            f32("qkv", &[batch, q_dim + 2 * kv_dim]),
+            f32("q", &[batch, q_dim]),
+            f32("attn", &[batch, q_dim]),
+            f32("ffn", &[batch, ff]),
+        ];
+        if Activations::separate_gate_up(gate_up_stacked, batch) {
+            list.extend([f32("gate", &[batch, ff]), f32("up", &[batch, ff])]);
+        }
+        list.push(f32("last", &[1, e]));
+        if batch == 1 {
+            let partials = ops::attention_decode_partials_shape(gpu, attention_shape(c, ctx, batch))?;
+            list.push(f32("attention partials", &partials));
+        }
+        match kind {
+            HeadKind::Sample => {
+                list.extend([f32("logits", &[1, n_vocab]), u32("token", &[1])]);
+                for sampled in [false, true] {
+                    list.extend(sample_scratch_shapes(n_vocab, sampled).into_iter().map(|(n, shape)| u32(n, &shape)));
+                }
+            }
+            HeadKind::Score => {
+                list.extend([u32("targets", &[batch]), f32("logits", &[batch, n_vocab]), f32("nll", &[batch])])
+            }
+        }
+        Ok(list)
     }
 
     /// Records the pass into `encoder`: the dispatches of [`Graph::dispatches`], with `mask` (from
@@ -350,18 +464,22 @@ fn project(
 
 /// The sampling head: the last token's final norm and logits, then argmax (greedy) or the sampler chain; the
 /// token also becomes the next decode step's input.
+#[allow(clippy::too_many_arguments)]
 fn sample_head(
     gpu: &Gpu,
     c: &ModelConfig,
     weights: &Weights,
     inputs: &StepInputs,
     a: &Activations,
+    buffers: &mut Buffers,
     batch: usize,
     sampling: &Tensor,
 ) -> Result<Head> {
     let n_vocab = c.n_vocab as usize;
-    let logits = Tensor::new(gpu, "logits", &[1, n_vocab], DType::F32)?;
-    let token = Tensor::new(gpu, "token", &[1], DType::U32)?;
+    let (logits, token) = (buffers.take("logits")?, buffers.take("token")?);
+    let scratch = |sampled| sample_scratch_shapes(n_vocab, sampled).into_iter().map(|(name, _)| name).collect();
+    let (argmax_scratch, sample_scratch): (Vec<_>, Vec<_>) = (scratch(false), scratch(true));
+    let (argmax_scratch, sample_scratch) = (buffers.take_all(&argmax_scratch)?, buffers.take_all(&sample_scratch)?);
     // Only the last token's logits are needed: final norm and LM head on that row (the step's last). [1, n_vocab]
     let eps = c.rms_norm_eps;
     let mut logits_of_last = match batch {
@@ -375,9 +493,9 @@ fn sample_head(
     let next = Some(NextStep { ids: &inputs.ids, step: &inputs.step });
     let sampler_at = logits_of_last.len();
     let mut greedy = logits_of_last.clone();
-    greedy.extend(ops::argmax_next(gpu, &logits, 0, n_vocab, &token, 0, next)?);
+    greedy.extend(ops::argmax_next_with(gpu, &logits, 0, n_vocab, &token, 0, next, &argmax_scratch)?);
     let mut sampled = logits_of_last;
-    sampled.extend(ops::sample_next(gpu, &logits, 0, n_vocab, sampling, &token, 0, next)?);
+    sampled.extend(ops::sample_next_with(gpu, &logits, 0, n_vocab, sampling, &token, 0, next, &sample_scratch)?);
     Ok(Head::Sample { logits, token, greedy, sampled, sampler_at })
 }
 
@@ -389,12 +507,10 @@ fn score_head(
     weights: &Weights,
     inputs: &StepInputs,
     a: &Activations,
+    buffers: &mut Buffers,
     batch: usize,
 ) -> Result<Head> {
-    let n_vocab = c.n_vocab as usize;
-    let targets = Tensor::new(gpu, "targets", &[batch], DType::U32)?;
-    let logits = Tensor::new(gpu, "logits", &[batch, n_vocab], DType::F32)?;
-    let nll = Tensor::new(gpu, "nll", &[batch], DType::F32)?;
+    let (targets, logits, nll) = (buffers.take("targets")?, buffers.take("logits")?, buffers.take("nll")?);
     let step = (batch > 1).then_some(&inputs.step);
     let rows = step.map_or(NormRows::All, NormRows::Step);
     let mut dispatches = vec![ops::rms_norm_rows(gpu, &a.x, &weights.output_norm, &a.xn, c.rms_norm_eps, rows)?];

@@ -17,6 +17,20 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// The element type of the cache on this device: f16 with `shader-f16`, f32 otherwise.
+    pub fn dtype(gpu: &Gpu) -> DType {
+        if gpu.features().shader_f16 {
+            DType::F16
+        } else {
+            DType::F32
+        }
+    }
+
+    /// The shape of one layer's keys (and of its values) for `ctx` tokens: `[ctx, n_head_kv · head_dim]`.
+    pub fn layer_shape(config: &ModelConfig, ctx: usize) -> [usize; 2] {
+        [ctx, config.kv_dim() as usize]
+    }
+
     /// Bytes the cache takes for `ctx` tokens on this device.
     pub fn bytes_for(gpu: &Gpu, config: &ModelConfig, ctx: usize) -> u64 {
         let elem = if gpu.features().shader_f16 { 2 } else { 4 };
@@ -46,13 +60,12 @@ impl KvCache {
     /// Allocates the cache for `ctx` tokens (see [`KvCache::check_fits`]).
     pub fn new(gpu: &Gpu, config: &ModelConfig, ctx: usize) -> Result<KvCache> {
         Self::check_fits(gpu, config, ctx)?;
-        let dtype = if gpu.features().shader_f16 { DType::F16 } else { DType::F32 };
-        let kv_dim = config.kv_dim() as usize;
+        let (dtype, shape) = (Self::dtype(gpu), Self::layer_shape(config, ctx));
         let mut k = Vec::with_capacity(config.n_layer as usize);
         let mut v = Vec::with_capacity(config.n_layer as usize);
         for layer in 0..config.n_layer {
-            k.push(Tensor::new(gpu, &format!("k_cache.{layer}"), &[ctx, kv_dim], dtype)?);
-            v.push(Tensor::new(gpu, &format!("v_cache.{layer}"), &[ctx, kv_dim], dtype)?);
+            k.push(Tensor::new(gpu, &format!("k_cache.{layer}"), &shape, dtype)?);
+            v.push(Tensor::new(gpu, &format!("v_cache.{layer}"), &shape, dtype)?);
         }
         Ok(KvCache { k, v, ctx, tokens: Vec::new() })
     }

@@ -3,8 +3,10 @@
 
 pub mod forward;
 pub mod kv_cache;
+pub mod plan;
 pub mod weights;
 
-pub use forward::{Graph, Head, HeadKind, StepInputs};
+pub use forward::{ActivationShape, Graph, Head, HeadKind, StepInputs};
 pub use kv_cache::KvCache;
-pub use weights::{GateUp, LayerWeights, Stack, WeightLoader, Weights};
+pub use plan::{MemoryPlan, PlanRequest};
+pub use weights::{weight_layout, GateUp, LayerWeights, Stack, WeightLayout, WeightLoader, WeightShape, Weights};

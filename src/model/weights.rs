@@ -60,6 +60,12 @@ impl Weights {
         self.output.as_ref().unwrap_or(&self.token_embd)
     }
 
+    /// Whether every layer's gate and up share one stack ([`GateUp::Stacked`]): then a step of at most
+    /// [`crate::gpu::ops::MAX_VEC_TOKENS`] tokens needs no gate and up activations of its own.
+    pub fn gate_up_stacked(&self) -> bool {
+        self.layers.iter().all(|l| matches!(l.gate_up, GateUp::Stacked(_)))
+    }
+
     /// Every weight tensor on the GPU (each part of a split weight) with its layer (`None` outside the layers) and
     /// name: what the profile counts as weights (`engine::profile`). A new weight must be listed here.
     pub fn tensors(&self) -> Vec<(Option<usize>, &'static str, &Tensor)> {
@@ -231,7 +237,109 @@ impl WeightLoader {
     }
 }
 
-/// Creates the weights on the GPU (zero-filled) and a writer for each GGUF tensor's bytes.
+/// One weight the loader creates on the GPU, before it is created: a matrix (GGUF tensors of one type and width
+/// stacked by rows; most are one tensor), split by rows across buffers as [`SplitWeight::new`] splits it, or an f32
+/// vector in one buffer (norms, RoPE factors, stacked biases). What the memory plan (`crate::model::plan`) sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightShape {
+    /// The GPU tensor's label: the GGUF names joined by `+` (`" bias"` added for stacked biases).
+    pub label: String,
+    /// A matrix's rows (1 for a vector).
+    pub rows: usize,
+    /// A matrix's row length, or a vector's length.
+    pub cols: usize,
+    pub dtype: DType,
+    pub matrix: bool,
+}
+
+/// What [`weight_layout`] decides for a model on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightLayout {
+    /// Every weight [`WeightLoader::new`] creates, in the order it creates them.
+    pub weights: Vec<WeightShape>,
+    /// Whether every layer's gate and up share one stack ([`GateUp::Stacked`]; see [`Weights::gate_up_stacked`]).
+    pub gate_up_stacked: bool,
+}
+
+/// The weights [`WeightLoader::new`] would create for `config` (with its tensor table `tensors`) on `gpu`, stacked and
+/// split as it would, without creating anything: the loader and the memory plan take their decisions from the same
+/// [`Creator::layout`].
+pub fn weight_layout(gpu: &Gpu, config: &ModelConfig, tensors: &[TensorInfo]) -> Result<WeightLayout> {
+    let tensors: HashMap<&str, &TensorInfo> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let c = Creator { gpu, tensors, writers: HashMap::new() };
+    let layout = c.layout(config)?;
+    let mut weights = Vec::new();
+    for item in layout.items() {
+        match item {
+            Item::Vector(name) => weights.push(c.vector_shape(name)?),
+            Item::Stack(names, biases) => {
+                let (weight, bias) = c.stack_shapes(&names, &biases)?;
+                weights.push(weight);
+                weights.extend(bias);
+            }
+        }
+    }
+    Ok(WeightLayout { weights, gate_up_stacked: layout.layers.iter().all(|l| l.gate_up_stacked) })
+}
+
+/// Where the loader puts a model's tensors ([`Creator::layout`]): the GGUF names of each weight it creates.
+struct Layout {
+    token_embd: String,
+    output_norm: String,
+    output: Option<String>,
+    rope_freqs: Option<String>,
+    layers: Vec<LayerLayout>,
+}
+
+struct LayerLayout {
+    attn_norm: String,
+    /// Q, K and V in runs of neighbours that share a stack: each run's weights and their biases (none without).
+    qkv: Vec<(Vec<String>, Vec<String>)>,
+    wo: String,
+    ffn_norm: String,
+    gate: String,
+    up: String,
+    /// Gate and up in one stack in one binding ([`GateUp::Stacked`]), or apart.
+    gate_up_stacked: bool,
+    w_down: String,
+}
+
+/// One weight of a [`Layout`]: a vector, or a stack of matrices with their biases.
+enum Item<'a> {
+    Vector(&'a str),
+    Stack(Vec<&'a str>, Vec<&'a str>),
+}
+
+impl Layout {
+    /// Every weight, in the order [`build_weights`] creates them.
+    fn items(&self) -> Vec<Item<'_>> {
+        fn one(name: &str) -> Item<'_> {
+            Item::Stack(vec![name], Vec::new())
+        }
+        let mut items = vec![one(&self.token_embd), Item::Vector(&self.output_norm)];
+        items.extend(self.output.as_deref().map(one));
+        items.extend(self.rope_freqs.as_deref().map(Item::Vector));
+        for l in &self.layers {
+            for (names, biases) in &l.qkv {
+                items.push(Item::Stack(strs(names), strs(biases)));
+            }
+            items.push(one(&l.wo));
+            match l.gate_up_stacked {
+                true => items.push(Item::Stack(vec![&l.gate, &l.up], Vec::new())),
+                false => items.extend([one(&l.gate), one(&l.up)]),
+            }
+            items.extend([one(&l.w_down), Item::Vector(&l.attn_norm), Item::Vector(&l.ffn_norm)]);
+        }
+        items
+    }
+}
+
+fn strs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
+/// Creates the weights on the GPU (zero-filled) and a writer for each GGUF tensor's bytes; without creating anything,
+/// it also lays them out and sizes them ([`weight_layout`]).
 struct Creator<'a> {
     gpu: &'a Gpu,
     tensors: HashMap<&'a str, &'a TensorInfo>,
@@ -243,13 +351,20 @@ impl Creator<'_> {
         self.tensors.get(name).copied().ok_or_else(|| err!(ConfigBadValue, "the model has no '{name}' tensor"))
     }
 
-    /// A 1-D f32 tensor (norms, biases).
-    fn vector(&mut self, name: &str) -> Result<Tensor> {
+    /// The shape of [`Creator::vector`]`(name)`, checked.
+    fn vector_shape(&self, name: &str) -> Result<WeightShape> {
         let t = self.info(name)?;
         if t.dims.len() != 1 || t.ty != GgmlType::F32 {
             return Err(err!(ConfigBadValue, "tensor '{name}' should be a vector of F32, got {} {:?}", t.ty, t.dims));
         }
-        let tensor = Tensor::new(self.gpu, name, &[t.row_len() as usize], DType::F32)?;
+        let cols = t.row_len() as usize;
+        Ok(WeightShape { label: name.to_string(), rows: 1, cols, dtype: DType::F32, matrix: false })
+    }
+
+    /// A 1-D f32 tensor (norms, biases).
+    fn vector(&mut self, name: &str) -> Result<Tensor> {
+        let shape = self.vector_shape(name)?;
+        let tensor = Tensor::new(self.gpu, name, &[shape.cols], shape.dtype)?;
         self.writers.insert(name.to_string(), tensor.writer());
         Ok(tensor)
     }
@@ -259,38 +374,55 @@ impl Creator<'_> {
         Ok(self.stack(&[name], &[])?.weight)
     }
 
-    /// Matrices of the same type and width stacked by rows, each GGUF tensor's bytes routed to its rows, and their
-    /// biases (`biases[i]` of `names[i]`, all or none) stacked the same way.
-    fn stack(&mut self, names: &[&str], biases: &[&str]) -> Result<Stack> {
+    /// The shapes of [`Creator::stack`]`(names, biases)`: the stacked matrix and the stacked biases, checked.
+    fn stack_shapes(&self, names: &[&str], biases: &[&str]) -> Result<(WeightShape, Option<WeightShape>)> {
         let infos = names.iter().map(|n| self.info(n)).collect::<Result<Vec<_>>>()?;
         let first = infos.first().ok_or_else(|| err!(Usage, "an empty stack of weights"))?;
         if let Some(t) = infos.iter().find(|t| t.dims.len() != 2) {
             return Err(err!(ConfigBadValue, "tensor '{}' should be a matrix, got dims {:?}", t.name, t.dims));
         }
         let (ty, cols) = (first.ty, first.row_len() as usize);
-        let rows: Vec<usize> = infos.iter().map(|t| t.n_rows() as usize).collect();
         let label = names.join("+");
-        let weight = SplitWeight::new(self.gpu, &label, rows.iter().sum(), cols, DType::Ggml(ty))?;
+        let rows: usize = infos.iter().map(|t| t.n_rows() as usize).sum();
+        let bias = match biases.is_empty() {
+            true => None,
+            false => {
+                for (name, t) in biases.iter().zip(&infos) {
+                    let (b, n) = (self.info(name)?, t.n_rows());
+                    if b.dims.len() != 1 || b.ty != GgmlType::F32 || b.row_len() != n {
+                        return Err(err!(
+                            ConfigBadValue,
+                            "bias '{name}' should be F32 [{n}], got {} {:?}",
+                            b.ty,
+                            b.dims
+                        ));
+                    }
+                }
+                let label = format!("{label} bias");
+                Some(WeightShape { label, rows: 1, cols: rows, dtype: DType::F32, matrix: false })
+            }
+        };
+        let weight = WeightShape { label, rows, cols, dtype: DType::Ggml(ty), matrix: true };
+        Ok((weight, bias))
+    }
+
+    /// Matrices of the same type and width stacked by rows, each GGUF tensor's bytes routed to its rows, and their
+    /// biases (`biases[i]` of `names[i]`, all or none) stacked the same way.
+    fn stack(&mut self, names: &[&str], biases: &[&str]) -> Result<Stack> {
+        let (shape, bias_shape) = self.stack_shapes(names, biases)?;
+        let weight = SplitWeight::new(self.gpu, &shape.label, shape.rows, shape.cols, shape.dtype)?;
+        let rows: Vec<usize> = names.iter().map(|n| Ok(self.info(n)?.n_rows() as usize)).collect::<Result<_>>()?;
         let mut first_row = 0;
         for (name, &n) in names.iter().zip(&rows) {
             self.writers.insert(name.to_string(), weight.writer_rows(first_row, n)?);
             first_row += n;
         }
-        let bias = match biases.is_empty() {
-            true => None,
-            false => {
-                let bias = Tensor::new(self.gpu, &format!("{label} bias"), &[first_row], DType::F32)?;
+        let bias = match bias_shape {
+            None => None,
+            Some(b) => {
+                let bias = Tensor::new(self.gpu, &b.label, &[b.cols], b.dtype)?;
                 let mut at = 0u64;
                 for (name, &n) in biases.iter().zip(&rows) {
-                    let t = self.info(name)?;
-                    if t.dims.len() != 1 || t.ty != GgmlType::F32 || t.row_len() as usize != n {
-                        return Err(err!(
-                            ConfigBadValue,
-                            "bias '{name}' should be F32 [{n}], got {} {:?}",
-                            t.ty,
-                            t.dims
-                        ));
-                    }
                     let piece = vec![(bias.buffer().clone(), bias.offset() + at, 4 * n as u64)];
                     self.writers.insert(name.to_string(), ByteWriter::new(piece));
                     at += 4 * n as u64;
@@ -316,59 +448,70 @@ impl Creator<'_> {
         let bytes: u64 = infos.iter().map(|t| t.n_bytes).sum();
         Ok(same && aligned && (!one_binding || bytes <= self.gpu.max_binding_bytes()))
     }
+
+    /// Which GGUF tensors make each weight of `config` on this device: the decisions of the loader and the memory plan.
+    fn layout(&self, config: &ModelConfig) -> Result<Layout> {
+        let mut layers = Vec::with_capacity(config.n_layer as usize);
+        for i in 0..config.n_layer {
+            let blk = |name: &str| format!("blk.{i}.{name}");
+            let qkv_names = [blk("attn_q.weight"), blk("attn_k.weight"), blk("attn_v.weight")];
+            let bias_names = [blk("attn_q.bias"), blk("attn_k.bias"), blk("attn_v.bias")];
+            // Q, K and V in runs of neighbours that can share a stack.
+            let mut qkv = Vec::new();
+            let mut start = 0;
+            while start < 3 {
+                let mut end = start + 1;
+                while end < 3 && self.stackable(&strs(&qkv_names[start..=end]), false)? {
+                    end += 1;
+                }
+                let biases = match config.qkv_bias {
+                    true => bias_names[start..end].to_vec(),
+                    false => Vec::new(),
+                };
+                qkv.push((qkv_names[start..end].to_vec(), biases));
+                start = end;
+            }
+            let (gate, up) = (blk("ffn_gate.weight"), blk("ffn_up.weight"));
+            let gate_up_stacked = self.stackable(&[&gate, &up], true)?;
+            layers.push(LayerLayout {
+                attn_norm: blk("attn_norm.weight"),
+                qkv,
+                wo: blk("attn_output.weight"),
+                ffn_norm: blk("ffn_norm.weight"),
+                gate,
+                up,
+                gate_up_stacked,
+                w_down: blk("ffn_down.weight"),
+            });
+        }
+        Ok(Layout {
+            token_embd: "token_embd.weight".into(),
+            output_norm: "output_norm.weight".into(),
+            output: (!config.tied_embeddings).then(|| "output.weight".into()),
+            rope_freqs: (config.rope_scaling == RopeScaling::FreqFactors).then(|| "rope_freqs.weight".into()),
+            layers,
+        })
+    }
 }
 
+/// Creates every weight of `config` as [`Creator::layout`] lays them out.
 fn build_weights(config: &ModelConfig, c: &mut Creator) -> Result<Weights> {
-    let mut layers = Vec::with_capacity(config.n_layer as usize);
-    let token_embd = c.matrix("token_embd.weight")?;
-    let output_norm = c.vector("output_norm.weight")?;
-    let output = match config.tied_embeddings {
-        true => None,
-        false => Some(c.matrix("output.weight")?),
-    };
-    let rope_freqs = match config.rope_scaling {
-        RopeScaling::FreqFactors => Some(c.vector("rope_freqs.weight")?),
-        _ => None,
-    };
-    for i in 0..config.n_layer {
-        let blk = |name: &str| format!("blk.{i}.{name}");
-        let qkv_names = [blk("attn_q.weight"), blk("attn_k.weight"), blk("attn_v.weight")];
-        let bias_names = [blk("attn_q.bias"), blk("attn_k.bias"), blk("attn_v.bias")];
-        // Q, K and V in runs of neighbours that can share a stack.
-        let mut qkv = Vec::new();
-        let mut start = 0;
-        while start < 3 {
-            let mut end = start + 1;
-            while end < 3 {
-                let run: Vec<&str> = qkv_names[start..=end].iter().map(String::as_str).collect();
-                if !c.stackable(&run, false)? {
-                    break;
-                }
-                end += 1;
-            }
-            let names: Vec<&str> = qkv_names[start..end].iter().map(String::as_str).collect();
-            let biases: Vec<&str> = match config.qkv_bias {
-                true => bias_names[start..end].iter().map(String::as_str).collect(),
-                false => Vec::new(),
-            };
-            qkv.push(c.stack(&names, &biases)?);
-            start = end;
-        }
-        let wo = c.matrix(&blk("attn_output.weight"))?;
-        let (gate, up) = (blk("ffn_gate.weight"), blk("ffn_up.weight"));
-        let gate_up = match c.stackable(&[&gate, &up], true)? {
-            true => GateUp::Stacked(c.stack(&[&gate, &up], &[])?.weight),
-            false => GateUp::Separate { gate: c.matrix(&gate)?, up: c.matrix(&up)? },
+    let layout = c.layout(config)?;
+    let token_embd = c.matrix(&layout.token_embd)?;
+    let output_norm = c.vector(&layout.output_norm)?;
+    let output = layout.output.as_deref().map(|name| c.matrix(name)).transpose()?;
+    let rope_freqs = layout.rope_freqs.as_deref().map(|name| c.vector(name)).transpose()?;
+    let mut layers = Vec::with_capacity(layout.layers.len());
+    for l in &layout.layers {
+        let qkv = l.qkv.iter().map(|(names, biases)| c.stack(&strs(names), &strs(biases))).collect::<Result<_>>()?;
+        let wo = c.matrix(&l.wo)?;
+        let gate_up = match l.gate_up_stacked {
+            true => GateUp::Stacked(c.stack(&[&l.gate, &l.up], &[])?.weight),
+            false => GateUp::Separate { gate: c.matrix(&l.gate)?, up: c.matrix(&l.up)? },
         };
-        let w_down = c.matrix(&blk("ffn_down.weight"))?;
-        layers.push(LayerWeights {
-            attn_norm: c.vector(&blk("attn_norm.weight"))?,
-            qkv,
-            wo,
-            ffn_norm: c.vector(&blk("ffn_norm.weight"))?,
-            gate_up,
-            w_down,
-        });
+        let w_down = c.matrix(&l.w_down)?;
+        let (attn_norm, ffn_norm) = (c.vector(&l.attn_norm)?, c.vector(&l.ffn_norm)?);
+        layers.push(LayerWeights { attn_norm, qkv, wo, ffn_norm, gate_up, w_down });
     }
     Ok(Weights { token_embd, layers, output_norm, output, rope_freqs })
 }

@@ -17,6 +17,13 @@ mod source;
 
 pub use source::JsModelSource;
 
+/// Buffers created on the GPU by this wasm instance so far, by every engine (for tests: a load refused by its
+/// memory plan creates none).
+#[wasm_bindgen]
+pub fn gpu_buffers_created() -> f64 {
+    crate::gpu::buffers_created_in_process() as f64
+}
+
 use crate::chat::{Message, ToolCall, Tools};
 use crate::engine::{
     teacher_forced, AbortHandle, Engine, EngineOptions, Event, Finish, Input, LoadProgress, OutputFormat, Request,
@@ -32,15 +39,44 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
-/// Load options as the JS side passes them.
+/// Load options as the JS side passes them (`pkg/src/core.js` maps the package's camelCase names).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct LoadOptions {
     context_length: Option<usize>,
     /// Use the f32 kernels even where `shader-f16` and subgroups are offered.
     force_f32: bool,
-    /// A cap on one storage binding, below the device's limit (to test the row split).
-    max_binding_bytes: Option<f64>,
+    /// GPU memory the model may use in all (`gpuMemory`).
+    gpu_memory: Option<Size>,
+    /// Caps on one storage binding and one buffer, below the device's limits (`maxStorageBufferBindingSize`,
+    /// `maxBufferSize`): phone-sized limits on any GPU.
+    max_storage_buffer_binding_size: Option<Size>,
+    max_buffer_size: Option<Size>,
+}
+
+/// A size from JS: a number of bytes, or a string such as `"8GiB"` ([`crate::model::plan::parse_bytes`]).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(f64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self, what: &str) -> Result<u64> {
+        match self {
+            Size::Bytes(n) if n.is_finite() && *n >= 1.0 && n.fract() == 0.0 && *n <= 2f64.powi(53) => Ok(*n as u64),
+            Size::Bytes(n) => {
+                Err(err!(Usage, "{what} must be a whole number of bytes above 0, or a string like \"8GiB\"; got {n}"))
+            }
+            Size::Text(text) => crate::model::plan::parse_bytes(text, what),
+        }
+    }
+}
+
+/// Reads an optional size option.
+fn size(option: &Option<Size>, what: &str) -> Result<Option<u64>> {
+    option.as_ref().map(|s| s.bytes(what)).transpose()
 }
 
 /// A request as the JS side passes it (OpenAI's names).
@@ -163,7 +199,7 @@ impl WebEngine {
         Self::load_inner(source, options, on_progress).await.map_err(to_js)
     }
 
-    /// The model, context, adapter, features and limits.
+    /// The model, context, adapter, features, limits and memory plan.
     pub fn info(&self) -> std::result::Result<JsValue, JsValue> {
         to_value(&self.info).map_err(to_js)
     }
@@ -222,10 +258,12 @@ impl WebEngine {
         let engine_options = EngineOptions {
             gpu: GpuOptions {
                 force_f32: options.force_f32,
-                max_binding_bytes: options.max_binding_bytes.map(|b| b as u64),
+                max_binding_bytes: size(&options.max_storage_buffer_binding_size, "maxStorageBufferBindingSize")?,
+                max_buffer_bytes: size(&options.max_buffer_size, "maxBufferSize")?,
                 ..GpuOptions::default()
             },
             context_length: options.context_length,
+            gpu_memory: size(&options.gpu_memory, "gpuMemory")?,
             ..EngineOptions::default()
         };
         let mut source = WebSource::new(source);
@@ -428,7 +466,35 @@ fn describe(engine: &Engine) -> serde_json::Value {
             "max_buffer_size": limits.max_buffer_size,
             "max_storage_buffer_binding_size": limits.max_storage_buffer_binding_size,
             "binding_cap": gpu.max_binding_bytes(),
+            "buffer_cap": gpu.max_buffer_bytes(),
         },
         "gpu_bytes": gpu.bytes_created(),
+        "gpu_buffers": gpu.buffers_created(),
+        "largest_binding": gpu.largest_binding(),
+        "largest_buffer": gpu.largest_buffer(),
+        "plan": plan_object(engine.memory_plan()),
+    })
+}
+
+/// The memory plan as `engine.info().plan` gives it: totals, and the weights stored in more than one buffer.
+fn plan_object(plan: &crate::model::MemoryPlan) -> serde_json::Value {
+    let split: Vec<_> = plan
+        .split_weights()
+        .map(|w| serde_json::json!({ "name": w.name, "type": w.dtype.name(), "bytes": w.bytes(), "parts": w.parts.len() }))
+        .collect();
+    serde_json::json!({
+        "total": plan.total(),
+        "weights": plan.weight_bytes(),
+        "weight_buffers": plan.weights.iter().map(|w| w.parts.len()).sum::<usize>(),
+        "split_weights": split,
+        "kv_cache": plan.kv.bytes(),
+        "kv_type": plan.kv.dtype.name(),
+        "context_length": plan.kv.ctx,
+        "activations": plan.activation_bytes(),
+        "scratch": plan.scratch_bytes,
+        "largest_buffer": plan.largest_buffer(),
+        "max_binding_bytes": plan.max_binding_bytes,
+        "max_buffer_bytes": plan.max_buffer_bytes,
+        "budget": plan.budget,
     })
 }

@@ -87,6 +87,22 @@ pub fn vocab_gguf(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// llama.cpp's tokenizer suite file `ggml-vocab-NAME.gguf[.inp|.out]` in `$WEBR1_VOCAB_TESTS` (default
+/// `~/.cache/webr1-vocab-tests`), or `None` after a loud SKIP when it is missing, which under `CI=true` fails instead.
+pub fn vocab_suite_file(file: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("WEBR1_VOCAB_TESTS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/webr1-vocab-tests"),
+    };
+    let path = dir.join(file);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(!in_ci(), "{} is missing (../shared/scripts/fetch-vocab-tests.sh)", path.display());
+    eprintln!("SKIP: {} is missing (fetch it with ../shared/scripts/fetch-vocab-tests.sh)", path.display());
+    None
+}
+
 /// Test model `name` loaded with `options`, or `None` when the test should skip: the model is missing (see
 /// [`model`]) or there is no GPU adapter, which under `CI=true` fails instead.
 pub async fn engine(name: &str, options: webr1::engine::EngineOptions) -> Option<webr1::engine::Engine> {

@@ -63,7 +63,8 @@ pub struct ServeArgs {
     /// Requests that may wait behind the running one; more get HTTP 429.
     #[arg(long, default_value_t = 32)]
     queue: usize,
-    /// Tokens of context to allocate (default: the model's, at most 16384).
+    /// Tokens of context to allocate, at most the model's own (default: the largest that fits the GPU and
+    /// --gpu-memory, up to the model's own and 32768).
     #[arg(long)]
     ctx: Option<usize>,
     /// The most tokens one request may generate (default: the context); `max_tokens` above it is a 400, and a
@@ -73,6 +74,8 @@ pub struct ServeArgs {
     /// Use only f32 shaders (no shader-f16, no subgroups).
     #[arg(long)]
     f32: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
     /// Adds `POST /test/lose-device`, which destroys the engine's GPU device (for the device-loss tests).
     #[arg(long, hide = true)]
     test_hooks: bool,
@@ -145,7 +148,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind((args.host.as_str(), args.port)));
     let listener = listener.map_err(|e| err!(ServerBind, "cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| err!(ServerBind, "cannot listen on {}: {e}", args.host))?;
-    let (worker, checker) = Worker::start(path.clone(), super::engine_options(args.f32, args.ctx), args.queue)?;
+    let (worker, checker) =
+        Worker::start(path.clone(), super::engine_options(args.f32, args.ctx, &args.device), args.queue)?;
     let ctx = worker.context_length();
     let prompter = Arc::new(Prompter::new(&path, ctx)?);
     let app = Arc::new(App {

@@ -133,6 +133,13 @@ pub fn attention_decode_partials(gpu: &Gpu, shape: AttentionShape) -> Result<Ten
     attention_decode_partials_for(gpu, shape, DecodeShape::for_device(gpu, shape))
 }
 
+/// The shape of [`attention_decode_partials`] for `shape` on this device, without allocating it (for the memory plan,
+/// `crate::model::plan`).
+pub fn attention_decode_partials_shape(gpu: &Gpu, shape: AttentionShape) -> Result<[usize; 3]> {
+    check_shape("attention_decode", shape)?;
+    Ok(partials_dims(shape, DecodeShape::for_device(gpu, shape)))
+}
+
 /// [`attention_decode_partials`] for the kernel shape `decode`.
 pub fn attention_decode_partials_for(gpu: &Gpu, shape: AttentionShape, decode: DecodeShape) -> Result<Tensor> {
     check_shape("attention_decode", shape)?;

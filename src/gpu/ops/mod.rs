@@ -22,8 +22,8 @@ pub mod sample;
 
 pub use attention::{attention, AttentionIo, AttentionShape};
 pub use attention_decode::{
-    attention_decode, attention_decode_partials, attention_decode_partials_for, attention_decode_with,
-    attention_decode_with_shape, DecodeShape,
+    attention_decode, attention_decode_partials, attention_decode_partials_for, attention_decode_partials_shape,
+    attention_decode_with, attention_decode_with_shape, DecodeShape,
 };
 pub use attention_prefill::{attention_prefill, attention_prefill_with_shape, PrefillShape, PREFILL_MEMORY_CAP};
 pub use elementwise::{add, mul, scale, silu_mul, silu_mul_rows};
@@ -38,7 +38,10 @@ pub use matmul_vec::{matmul_vec, matmul_vec_into, matmul_vec_with, silu_mul_vec,
 pub use nll::nll;
 pub use rms_norm::{rms_norm, rms_norm_rows, NormRows};
 pub use rope::{rope, rope_store, RopeParams, RopeStoreIo};
-pub use sample::{argmax, argmax_next, draw_uniform, sample, sample_next, NextStep, SamplingParams};
+pub use sample::{
+    argmax, argmax_next, argmax_next_with, draw_uniform, sample, sample_next, sample_next_with, NextStep,
+    SamplingParams,
+};
 
 use super::context::Gpu;
 use super::tensor::{DType, Tensor};

@@ -190,13 +190,29 @@ pub fn argmax_next(
     out_index: usize,
     next: Option<NextStep<'_>>,
 ) -> Result<Vec<Dispatch>> {
+    let scratch = scratch_tensors(gpu, n_vocab, false)?;
+    argmax_next_with(gpu, logits, offset, n_vocab, out, out_index, next, &scratch)
+}
+
+/// [`argmax_next`] with its scratch tensors given: `u32` tensors of [`scratch_shapes`]`(n_vocab, false)`.
+#[allow(clippy::too_many_arguments)]
+pub fn argmax_next_with(
+    gpu: &Gpu,
+    logits: &Tensor,
+    offset: usize,
+    n_vocab: usize,
+    out: &Tensor,
+    out_index: usize,
+    next: Option<NextStep<'_>>,
+    scratch_tensors: &[Tensor],
+) -> Result<Vec<Dispatch>> {
     let mut row = Row::check(gpu, "argmax", logits, offset, n_vocab, out, out_index)?;
     row.next = check_next("argmax", next, &[logits, out])?;
-    let state = Tensor::new(gpu, "argmax state", &[STATE_WORDS + 2 * row.n_groups as usize], DType::U32)?;
-    let mut last = vec![None, None, scratch(&state), None, bind(out)];
+    let [state] = check_scratch("argmax", scratch_tensors, n_vocab, false, &[logits, out])?;
+    let mut last = vec![None, None, scratch(state), None, bind(out)];
     last.extend(next_bindings(next));
     Ok(vec![
-        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, scratch(&state)])?,
+        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, scratch(state)])?,
         row.launch(gpu, "argmax_final", [0, 0], last)?,
     ])
 }
@@ -256,37 +272,99 @@ pub fn sample_next(
     out_index: usize,
     next: Option<NextStep<'_>>,
 ) -> Result<Vec<Dispatch>> {
+    let scratch = scratch_tensors(gpu, n_vocab, true)?;
+    sample_next_with(gpu, logits, offset, n_vocab, params, out, out_index, next, &scratch)
+}
+
+/// [`sample_next`] with its scratch tensors given: `u32` tensors of [`scratch_shapes`]`(n_vocab, true)`.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_next_with(
+    gpu: &Gpu,
+    logits: &Tensor,
+    offset: usize,
+    n_vocab: usize,
+    params: &Tensor,
+    out: &Tensor,
+    out_index: usize,
+    next: Option<NextStep<'_>>,
+    scratch_tensors: &[Tensor],
+) -> Result<Vec<Dispatch>> {
     let mut row = Row::check(gpu, "sample", logits, offset, n_vocab, out, out_index)?;
     row.next = check_next("sample", next, &[logits, out, params])?;
     check_params_tensor("sample", params)?;
     if params.same_buffer(logits) || params.same_buffer(out) {
         return Err(err!(Usage, "sample: the SamplingParams tensor needs a buffer of its own"));
     }
-    let state = Tensor::new(gpu, "sample state", &[STATE_WORDS + 2 * row.n_groups as usize], DType::U32)?;
-    let hist = Tensor::new(gpu, "sample histogram", &[BUCKETS, 3], DType::U32)?;
+    let [state, hist] = check_scratch("sample", scratch_tensors, n_vocab, true, &[logits, out, params])?;
     let mut list = vec![
-        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, scratch(&state)])?,
-        row.launch(gpu, "prepare", [0, 0], vec![None, scratch(params), scratch(&state), scratch(&hist)])?,
+        row.launch(gpu, "reduce_max", [0, 0], vec![bind(logits), None, scratch(state)])?,
+        row.launch(gpu, "prepare", [0, 0], vec![None, scratch(params), scratch(state), scratch(hist)])?,
     ];
     for (search, select) in [(SEARCH_TOP_K, "select_top_k"), (SEARCH_TOP_P, "select_top_p")] {
         for round in 0..ROUNDS {
-            let counted = vec![bind(logits), None, scratch(&state), scratch(&hist)];
+            let counted = vec![bind(logits), None, scratch(state), scratch(hist)];
             list.push(row.launch(gpu, "histogram", [round, search], counted)?);
             // Only top-p reads a setting (top_p itself) in its select pass.
             let settings = if search == SEARCH_TOP_P { scratch(params) } else { None };
-            list.push(row.launch(
-                gpu,
-                select,
-                [round, search],
-                vec![None, settings, scratch(&state), scratch(&hist)],
-            )?);
+            list.push(row.launch(gpu, select, [round, search], vec![None, settings, scratch(state), scratch(hist)])?);
         }
     }
-    list.push(row.launch(gpu, "draw_partial", [0, 0], vec![bind(logits), scratch(params), scratch(&state)])?);
-    let mut last = vec![bind(logits), scratch(params), scratch(&state), None, bind(out)];
+    list.push(row.launch(gpu, "draw_partial", [0, 0], vec![bind(logits), scratch(params), scratch(state)])?);
+    let mut last = vec![bind(logits), scratch(params), scratch(state), None, bind(out)];
     last.extend(next_bindings(next));
     list.push(row.launch(gpu, "draw", [0, 0], last)?);
     Ok(list)
+}
+
+/// Allocates the scratch tensors of [`scratch_shapes`].
+fn scratch_tensors(gpu: &Gpu, n_vocab: usize, sampled: bool) -> Result<Vec<Tensor>> {
+    scratch_shapes(n_vocab, sampled)
+        .into_iter()
+        .map(|(label, shape)| Tensor::new(gpu, label, &shape, DType::U32))
+        .collect()
+}
+
+/// Checks scratch tensors given for a row of `n_vocab` logits against [`scratch_shapes`]: `N` of them, of those
+/// shapes, in buffers of their own.
+fn check_scratch<'t, const N: usize>(
+    op: &str,
+    tensors: &'t [Tensor],
+    n_vocab: usize,
+    sampled: bool,
+    others: &[&Tensor],
+) -> Result<[&'t Tensor; N]> {
+    let want = scratch_shapes(n_vocab, sampled);
+    let fits = want.len() == N
+        && tensors.len() == N
+        && tensors.iter().zip(&want).all(|(t, (_, shape))| t.dtype() == DType::U32 && t.shape() == shape.as_slice());
+    let shared = tensors
+        .iter()
+        .enumerate()
+        .any(|(i, t)| others.iter().any(|o| o.same_buffer(t)) || tensors[..i].iter().any(|u| u.same_buffer(t)));
+    if !fits || shared {
+        let want: Vec<_> = want.iter().map(|(_, shape)| shape).collect();
+        return Err(err!(Usage, "{op}: the scratch tensors must be u32 {want:?} in buffers of their own"));
+    }
+    Ok(std::array::from_fn(|i| &tensors[i]))
+}
+
+/// The `u32` state of a pass over `n_groups` chunks of logits: the settings and results, then two words per chunk.
+fn state_shape(n_groups: u32) -> [usize; 1] {
+    [STATE_WORDS + 2 * n_groups as usize]
+}
+
+/// The `u32` histogram of the sampler's searches: three counters per bucket.
+const HISTOGRAM_SHAPE: [usize; 2] = [BUCKETS, 3];
+
+/// The `u32` scratch tensors (label and shape) that [`argmax_next`] (`sampled` false) or [`sample_next`] (`sampled`
+/// true) allocates for a row of `n_vocab` logits, without allocating them: the memory plan counts them
+/// (`crate::model::plan`).
+pub fn scratch_shapes(n_vocab: usize, sampled: bool) -> Vec<(&'static str, Vec<usize>)> {
+    let state = state_shape(n_vocab.div_ceil(CHUNK as usize) as u32).to_vec();
+    match sampled {
+        false => vec![("argmax state", state)],
+        true => vec![("sample state", state), ("sample histogram", HISTOGRAM_SHAPE.to_vec())],
+    }
 }
 
 fn bind(tensor: &Tensor) -> Option<Bind<'_>> {
