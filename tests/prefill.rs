@@ -78,7 +78,7 @@ fn check(model: &str, force_f32: bool, prefill_batch: usize, lengths: &[usize]) 
         }
         assert_eq!(token as usize, argmax(&logits).0, "{n} tokens: the sampled token is the logits' argmax");
         let worst = logits.iter().zip(reference.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        let (want, margin) = argmax(&reference);
+        let (want, margin) = argmax(reference);
         eprintln!("{model} f32={force_f32} batch {prefill_batch}: {n} tokens, max |Δlogit| {worst:.4}, first token {token} (one at a time: {want}, margin {margin:.3})");
         if worst > bound {
             failures.push(format!("{n} tokens: logits differ by up to {worst} (bound {bound})"));
