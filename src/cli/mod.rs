@@ -150,6 +150,10 @@ pub(crate) struct DeviceArgs {
     /// Cap one buffer (WebGPU's maxBufferSize) below the GPU's, e.g. 256MiB.
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = size("--max-buffer-size"))]
     max_buffer_size: Option<u64>,
+    /// Prompt tokens per prefill step (fewer where one GPU binding cannot hold a step's activations).
+    #[arg(long, value_name = "N", default_value_t = webr1::engine::DEFAULT_PREFILL_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_size: u64,
 }
 
 /// A clap parser for a size argument ([`webr1::model::plan::parse_bytes`]).
@@ -196,6 +200,7 @@ pub(crate) fn engine_options(force_f32: bool, ctx: Option<usize>, device: &Devic
         },
         context_length: ctx,
         gpu_memory: device.gpu_memory,
+        prefill_batch: device.batch_size as usize,
         ..webr1::engine::EngineOptions::default()
     }
 }
