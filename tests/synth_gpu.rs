@@ -152,7 +152,8 @@ fn a_streamed_synthetic_model_is_the_model_its_file_holds() {
     for batch in [1, 8, 16] {
         let (a, b) =
             (from_file.session().dispatch_list(batch).unwrap(), streamed.session().dispatch_list(batch).unwrap());
-        assert!(a.len() > 28 * 10, "batch {batch}: {} dispatches", a.len());
+        // At least 9 dispatches for each of the 28 layers (the decode step's count, src/model/forward.rs).
+        assert!(a.len() >= 28 * 9, "batch {batch}: {} dispatches", a.len());
         assert_eq!(a, b, "batch {batch}: the dispatch lists differ");
     }
     let mut logits = Vec::new();
