@@ -90,7 +90,7 @@ export async function ask(engine: webr1.Engine, history: ChatMessage[], question
   const completion: ChatCompletion = await engine.chat.completions.create({ messages: history, temperature: 0, seed: 1, max_tokens: 256 });
   const choice = completion.choices[0];
   const reasoning: string = choice.message.reasoning_content;
-  const content: string = choice.message.content;
+  const content: string = choice.message.content ?? '';
   history.push({ role: 'assistant', content });
   const cached: number = completion.usage.prompt_tokens_details.cached_tokens;
   console.log(`finish ${choice.finish_reason}, ${completion.usage.prompt_tokens} prompt tokens (${cached} cached), ${reasoning.length} characters of reasoning`);
