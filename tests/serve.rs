@@ -5,69 +5,32 @@
 
 mod common;
 
+use common::server::Server;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-webr1-test";
 
-/// A running `webr1 serve`, killed when dropped; its standard error is collected line by line.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// Starts `webr1 serve` on smol135 with a context of 512 tokens and `extra` arguments (`tests/common/server.rs`).
+fn start(extra: &[&str]) -> Option<Server> {
+    Server::start(&[&["--ctx", "512"], extra].concat())
 }
 
-impl Server {
-    /// Starts the server on smol135 on a free port; `None` (after a loud skip) without the model or a GPU.
-    fn start(extra: &[&str]) -> Option<Server> {
-        let smol = common::model("smol135")?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webr1"))
-            .args(["serve", smol.to_str().unwrap(), "--port", "0", "--ctx", "512"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("webr1 serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[server] {line}");
-                if let Some(at) = line.find("http://") {
-                    let addr = line[at + 7..].split('/').next().unwrap_or_default().to_string();
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(600)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let text = log.lock().unwrap().join("\n");
-                if text.contains("webgpu.unavailable") && !common::in_ci() {
-                    eprintln!("SKIP: no GPU adapter: {text}");
-                    return None;
-                }
-                panic!("webr1 serve did not start:\n{text}");
-            }
-        };
-        Some(Server { child, addr, log })
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
+/// What these tests ask of the server besides what `common::server` gives.
+trait Client {
     /// Requests running or waiting, from `GET /health`.
+    fn pending(&self) -> u64;
+    fn post(&self, body: &str) -> (u16, Value);
+    /// A whole chat completion that must succeed.
+    fn chat(&self, request: &Value) -> Value;
+}
+
+impl Client for Server {
     fn pending(&self) -> u64 {
         let (_, _, body) = http(&self.addr, "GET", "/health", &[], b"");
         serde_json::from_slice::<Value>(&body).unwrap()["pending"].as_u64().unwrap()
@@ -79,18 +42,10 @@ impl Server {
         (status, value)
     }
 
-    /// A whole chat completion that must succeed.
     fn chat(&self, request: &Value) -> Value {
         let (status, value) = self.post(&request.to_string());
         assert_eq!(status, 200, "{request} → {value}");
         value
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -155,7 +110,7 @@ fn long_stream() -> Value {
 
 #[test]
 fn the_openai_python_client_streams_and_not_with_the_same_answer() {
-    let Some(server) = Server::start(&["--f32"]) else { return };
+    let Some(server) = start(&["--f32"]) else { return };
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/openai_client.py");
     let base = format!("http://{}/v1", server.addr);
     let out = Command::new("python3").arg(&script).args([&base, "smol135.gguf"]).output().expect("python3 runs");
@@ -192,7 +147,7 @@ fn the_openai_python_client_streams_and_not_with_the_same_answer() {
 /// message answers in text, and `parse` with a pydantic model gives the parsed object.
 #[test]
 fn the_openai_client_gets_tool_calls_and_parsed_json() {
-    let Some(server) = Server::start(&["--f32"]) else { return };
+    let Some(server) = start(&["--f32"]) else { return };
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/tools_client.py");
     let base = format!("http://{}/v1", server.addr);
     let started = Instant::now();
@@ -232,7 +187,7 @@ fn the_openai_client_gets_tool_calls_and_parsed_json() {
 /// server still serves.
 #[test]
 fn bad_schemas_and_tools_get_400_at_once() {
-    let Some(server) = Server::start(&[]) else { return };
+    let Some(server) = start(&[]) else { return };
     let user = r#"[{"role":"user","content":"hi"}]"#;
     let tool = r#"{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}"#;
     let schema = |s: &str| {
@@ -276,7 +231,7 @@ fn bad_schemas_and_tools_get_400_at_once() {
 
 #[test]
 fn sixteen_clients_are_served_in_order_with_the_answers_they_get_alone() {
-    let Some(server) = Server::start(&["--queue", "16"]) else { return };
+    let Some(server) = start(&["--queue", "16"]) else { return };
     let prompt = "Name three colours.";
     server.chat(&ask(prompt, 3)); // the first prefill; afterwards every request reuses the same cached prefix
     let alone: Vec<Value> = (1..=3).map(|n| server.chat(&ask(prompt, n))["choices"][0]["message"].clone()).collect();
@@ -310,7 +265,7 @@ fn sixteen_clients_are_served_in_order_with_the_answers_they_get_alone() {
 
 #[test]
 fn disconnects_free_the_engine_a_full_queue_refuses_and_bad_requests_get_400() {
-    let Some(server) = Server::start(&["--queue", "1", "--api-key", KEY, "--cors"]) else { return };
+    let Some(server) = start(&["--queue", "1", "--api-key", KEY, "--cors"]) else { return };
     malformed_requests_get_400(&server);
     api_key_and_cors(&server);
 
