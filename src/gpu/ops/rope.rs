@@ -42,6 +42,15 @@ impl<'a> RopeParams<'a> {
     }
 
     /// `(log2(theta_scale), freq_scale)`, from `theta_scale` and `freq_scale` as ggml computes them in f32.
+    /// The rope shader's macros for this rotation, with f16 activations or not (both entries share them).
+    fn macros(&self, f16: bool) -> Macros {
+        Macros::new()
+            .u32("WORKGROUP_SIZE", WORKGROUP_SIZE)
+            .bool("F16", f16)
+            .bool("NEOX", self.style == RopeStyle::Neox)
+            .bool("FREQ_FACTORS", self.freq_factors.is_some())
+    }
+
     fn scales(&self) -> (f32, f32) {
         let theta_scale = self.theta.powf(-2.0 / self.rope_dim as f32);
         let log2_theta_scale = f64::from(theta_scale).log2() as f32;
@@ -95,11 +104,7 @@ pub fn rope(
     let pairs = index_u32("rope", "the pair count", (rows * u64::from(half_dim)) as usize)?;
     let (log2_theta_scale, freq_scale) = rope.scales();
     let words = [pairs, half_dim, head_dim, n_heads, log2_theta_scale.to_bits(), freq_scale.to_bits(), 0, 0];
-    let macros = Macros::new()
-        .u32("WORKGROUP_SIZE", WORKGROUP_SIZE)
-        .bool("F16", f16)
-        .bool("NEOX", rope.style == RopeStyle::Neox)
-        .bool("FREQ_FACTORS", rope.freq_factors.is_some());
+    let macros = rope.macros(f16);
     Dispatch::new(
         gpu,
         Launch {
@@ -200,11 +205,7 @@ pub fn rope_store(
         index_u32(op, "the batch", batch)?,
         index_u32(op, "the context", ctx)?,
     ];
-    let macros = Macros::new()
-        .u32("WORKGROUP_SIZE", WORKGROUP_SIZE)
-        .bool("F16", f16)
-        .bool("NEOX", rope.style == RopeStyle::Neox)
-        .bool("FREQ_FACTORS", rope.freq_factors.is_some());
+    let macros = rope.macros(f16);
     Dispatch::new(
         gpu,
         Launch {
