@@ -444,16 +444,27 @@ impl Gpu {
         self.lost_reason().map(|why| lost(&why))
     }
 
-    /// After an operation failed: gives a device loss time to be reported. In the browser, `GPUDevice.lost` resolves
-    /// on a later turn of the event loop than the failed `mapAsync`; this waits up to ~100 ms for it. Natively the loss
-    /// is reported while polling, so there is nothing to wait for.
+    /// After an operation failed: gives a device loss time to be reported. In the browser (up to ~100 ms),
+    /// `GPUDevice.lost` resolves on a later turn of the event loop than the failed `mapAsync`. Natively, a destroyed
+    /// device refuses maps at once but reports its loss only from a `device.poll` that finds its queue empty, so this
+    /// waits for the queue, up to ~2 s.
     pub async fn settle_loss(&self) {
-        #[cfg(target_arch = "wasm32")]
         for _ in 0..20 {
             if self.lost_reason().is_some() {
                 return;
             }
+            #[cfg(target_arch = "wasm32")]
             next_tick(5).await;
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                // Waits (bounded) for what was submitted to finish; an error here is the loss itself or the timeout,
+                // and either way the loop looks again.
+                let all = wgpu::PollType::Wait {
+                    submission_index: None,
+                    timeout: Some(std::time::Duration::from_millis(100)),
+                };
+                let _ = self.device.poll(all);
+            }
         }
     }
 
