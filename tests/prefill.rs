@@ -4,9 +4,8 @@
 //! token (the last equal to the one-at-a-time logits'), and no graph is built after a session's first prompt.
 //!
 //! CI: smol135 with chunks of 64 tokens, prompts of 1, 63, 64, 65 and 66 tokens (one chunk short of, at, and past a
-//! chunk and a 64-token tile; a final chunk of one token and one of two), and prompts of 511 and 513 tokens with the
-//! default batch (one token short of two chunks of 256, and one past them). `WEBR1_SLOW=1` adds a prompt of 1500
-//! tokens on smol135, and all three on qwen05.
+//! chunk and a 64-token tile; a final chunk of one token and one of two). `WEBR1_SLOW=1` adds prompts of 511, 513 and
+//! 1500 tokens with the default batch, on smol135 and qwen05.
 
 mod common;
 
@@ -116,16 +115,12 @@ fn smol135_prompts_of_any_length_match_one_token_at_a_time() {
 }
 
 #[test]
-fn smol135_prompts_of_two_default_chunks_match_one_token_at_a_time() {
-    let lengths: &[usize] = if common::slow() { &[511, 513, 1500] } else { &[511, 513] };
-    check("smol135", false, webr1::engine::DEFAULT_PREFILL_BATCH, lengths);
-}
-
-#[test]
-fn qwen05_long_prompts_match_one_token_at_a_time() {
+fn long_prompts_match_one_token_at_a_time() {
     if !common::slow() {
-        eprintln!("SKIP: qwen05 prompts of 511, 513 and 1500 tokens run with WEBR1_SLOW=1");
+        eprintln!("SKIP: prompts of 511, 513 and 1500 tokens run with WEBR1_SLOW=1");
         return;
     }
-    check("qwen05", false, webr1::engine::DEFAULT_PREFILL_BATCH, &[511, 513, 1500]);
+    for model in ["smol135", "qwen05"] {
+        check(model, false, webr1::engine::DEFAULT_PREFILL_BATCH, &[511, 513, 1500]);
+    }
 }
