@@ -41,7 +41,6 @@ impl<'a> RopeParams<'a> {
         }
     }
 
-    /// `(log2(theta_scale), freq_scale)`, from `theta_scale` and `freq_scale` as ggml computes them in f32.
     /// The rope shader's macros for this rotation, with f16 activations or not (both entries share them).
     fn macros(&self, f16: bool) -> Macros {
         Macros::new()
@@ -51,6 +50,7 @@ impl<'a> RopeParams<'a> {
             .bool("FREQ_FACTORS", self.freq_factors.is_some())
     }
 
+    /// `(log2(theta_scale), freq_scale)`, from `theta_scale` and `freq_scale` as ggml computes them in f32.
     fn scales(&self) -> (f32, f32) {
         let theta_scale = self.theta.powf(-2.0 / self.rope_dim as f32);
         let log2_theta_scale = f64::from(theta_scale).log2() as f32;
