@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::server::Server;
+use common::server::{ask, Response, Server};
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -32,14 +32,12 @@ trait Client {
 
 impl Client for Server {
     fn pending(&self) -> u64 {
-        let (_, _, body) = http(&self.addr, "GET", "/health", &[], b"");
-        serde_json::from_slice::<Value>(&body).unwrap()["pending"].as_u64().unwrap()
+        http(&self.addr, "GET", "/health", &[], b"").json()["pending"].as_u64().unwrap()
     }
 
     fn post(&self, body: &str) -> (u16, Value) {
-        let (status, _, body) = http(&self.addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
-        let value = serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
-        (status, value)
+        let response = http(&self.addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
+        (response.status, response.json())
     }
 
     fn chat(&self, request: &Value) -> Value {
@@ -49,27 +47,12 @@ impl Client for Server {
     }
 }
 
-/// One HTTP/1.1 request on its own connection: (status, head, body). Bodies here are never chunked except SSE.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if method == "POST" && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    head.push_str(&format!("Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n", body.len()));
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
-    (status, head, raw[split + 4..].to_vec())
+/// A request with the API key ([`common::server::request`]).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let bearer = format!("Bearer {KEY}");
+    let mut all = vec![("Authorization", bearer.as_str())];
+    all.extend_from_slice(headers);
+    common::server::request(addr, method, path, &all, body)
 }
 
 /// Opens a streamed request and reads until a chunk with generated text arrives; the connection stays open.
@@ -95,11 +78,6 @@ fn open_stream(addr: &str, request: &Value) -> TcpStream {
 
 fn count(bytes: &[u8], needle: &str) -> usize {
     String::from_utf8_lossy(bytes).matches(needle).count()
-}
-
-fn ask(content: &str, max_tokens: u32) -> Value {
-    json!({"model": "smol135", "messages": [{"role": "user", "content": content}], "temperature": 0,
-           "max_tokens": max_tokens})
 }
 
 /// A request that would run for minutes: only an abort ends it early.
@@ -244,9 +222,9 @@ fn sixteen_clients_are_served_in_order_with_the_answers_they_get_alone() {
                 // Staggered so that the order of arrival is known.
                 std::thread::sleep(Duration::from_millis(150 * i as u64));
                 let body = ask(prompt, 1 + i % 3).to_string();
-                let (status, _, body) = http(&addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
+                let response = http(&addr, "POST", "/v1/chat/completions", &[], body.as_bytes());
                 let done = Instant::now();
-                (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null), done)
+                (response.status, serde_json::from_slice::<Value>(&response.body).unwrap_or(Value::Null), done)
             })
         })
         .collect();
@@ -351,10 +329,11 @@ fn malformed_requests_get_400(server: &Server) {
         assert!(message.contains(says), "{body}: {message:?} should mention {says:?}");
         assert_eq!(value["error"]["type"], "invalid_request_error");
     }
-    let (status, _, body) = http(&server.addr, "GET", "/v1/nothing", &[], b"");
-    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
-    let (status, _, body) = http(&server.addr, "GET", "/health", &[], b"");
-    assert_eq!((status, serde_json::from_slice::<Value>(&body).unwrap()["status"].clone()), (200, json!("ok")));
+    let response = http(&server.addr, "GET", "/v1/nothing", &[], b"");
+    assert_eq!(response.status, 404, "{}", String::from_utf8_lossy(&response.body));
+    let response = http(&server.addr, "GET", "/health", &[], b"");
+    let status: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!((response.status, status["status"].clone()), (200, json!("ok")));
     eprintln!("{} malformed requests answered 400", cases.len());
 }
 
@@ -366,10 +345,10 @@ fn api_key_and_cors(server: &Server) {
     stream.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 401"), "no key, no service: {raw}");
     assert!(raw.contains("invalid_api_key"), "{raw}");
-    let (status, head, _) = http(&server.addr, "GET", "/v1/models", &[("Origin", "http://example.com")], b"");
-    assert_eq!(status, 200);
-    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{head}");
-    let (status, head, _) = http(&server.addr, "OPTIONS", "/v1/chat/completions", &[], b"");
-    assert_eq!(status, 204, "{head}");
-    assert!(head.to_ascii_lowercase().contains("access-control-allow-headers: authorization"), "{head}");
+    let response = http(&server.addr, "GET", "/v1/models", &[("Origin", "http://example.com")], b"");
+    assert_eq!(response.status, 200);
+    assert!(response.head.contains("access-control-allow-origin: *"), "{}", response.head);
+    let response = http(&server.addr, "OPTIONS", "/v1/chat/completions", &[], b"");
+    assert_eq!(response.status, 204, "{}", response.head);
+    assert!(response.head.contains("access-control-allow-headers: authorization"), "{}", response.head);
 }

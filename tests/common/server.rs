@@ -72,17 +72,9 @@ impl Server {
         line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 
-    /// A request with the usual headers (Host, JSON content type for a POST) plus `headers`.
+    /// A request with the usual headers (Host, JSON content type for a POST) plus `headers` ([`request`]).
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let mut all: Vec<(&str, &str)> = vec![("Host", &self.addr)];
-        if method == "POST" {
-            all.push(("Content-Type", "application/json"));
-        }
-        for (name, _) in headers {
-            all.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        }
-        all.extend_from_slice(headers);
-        raw(&self.addr, method, path, &all, body)
+        request(&self.addr, method, path, headers, body)
     }
 
     pub fn post_json(&self, body: &serde_json::Value) -> Response {
@@ -120,6 +112,20 @@ impl Response {
         assert!(self.head.contains("content-type: application/json"), "{}", self.head);
         error.clone()
     }
+}
+
+/// A request to `addr` with the usual headers (Host, JSON content type for a POST) plus `headers`, which replace
+/// the usual ones of the same name.
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut all: Vec<(&str, &str)> = vec![("Host", addr)];
+    if method == "POST" {
+        all.push(("Content-Type", "application/json"));
+    }
+    for (name, _) in headers {
+        all.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+    all.extend_from_slice(headers);
+    raw(addr, method, path, &all, body)
 }
 
 /// One request on its own connection with exactly `headers` (and `Content-Length`, `Connection: close`).
