@@ -114,13 +114,21 @@ fn smol135_prompts_of_any_length_match_one_token_at_a_time() {
     check("smol135", false, 64, &[65]);
 }
 
-#[test]
-fn long_prompts_match_one_token_at_a_time() {
+/// Prompts of 511, 513 and 1500 tokens with the default batch on `model`, with `WEBR1_SLOW=1`.
+fn long_prompts(model: &str) {
     if !common::slow() {
-        eprintln!("SKIP: prompts of 511, 513 and 1500 tokens run with WEBR1_SLOW=1");
+        eprintln!("SKIP: {model}'s prompts of 511, 513 and 1500 tokens run with WEBR1_SLOW=1");
         return;
     }
-    for model in ["smol135", "qwen05"] {
-        check(model, false, webr1::engine::DEFAULT_PREFILL_BATCH, &[511, 513, 1500]);
-    }
+    check(model, false, webr1::engine::DEFAULT_PREFILL_BATCH, &[511, 513, 1500]);
+}
+
+#[test]
+fn smol135_long_prompts_match_one_token_at_a_time() {
+    long_prompts("smol135");
+}
+
+#[test]
+fn qwen05_long_prompts_match_one_token_at_a_time() {
+    long_prompts("qwen05");
 }
