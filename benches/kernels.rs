@@ -11,7 +11,9 @@
 //! (tile rows × tokens / rows × tokens per invocation / k slices), `--f16-tiles true|false` its f16 tiles, `--single`
 //! a single-buffered k loop (otherwise the kernel's choice for the device). A FILTER keeps the rows whose label
 //! (shape and type, e.g. `1.5B` or `Q4_K`) contains it.
-//! Random weights: speed does not depend on the values.
+//! The weights are one small f16 repeated (speed does not depend on the values): every row of W is the same, so every
+//! output of a product is known; each is checked after timing, and a kernel that stopped early (llvmpipe ends an
+//! invocation's loops after 65535 iterations, silently) panics instead of printing a speed.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,28 @@ fn weight_bytes(ty: GgmlType, rows: usize, k: usize) -> Vec<u8> {
     match ty {
         GgmlType::F32 => (0..len / 4).flat_map(|i| (((i % 13) as f32 - 6.0) * 0.01).to_le_bytes()).collect(),
         _ => (0..len / 2).flat_map(|_| 0x2000u16.to_le_bytes()).collect(),
+    }
+}
+
+/// Every element of x. With every row of W alike, every output is `X_VALUE · Σ_k W[0, k]`.
+const X_VALUE: f32 = 0.01;
+
+/// `Σ_k W[0, k]`, dequantised on the CPU (`webr1::quant`).
+fn row_sum(ty: GgmlType, bytes: &[u8], rows: usize, k: usize) -> f32 {
+    let row = &bytes[..bytes.len() / rows];
+    webr1::quant::dequantize_to_vec(ty, row, k).expect("dequantise a row").iter().sum()
+}
+
+/// Whether the kernel computed what it was timed for: every output equal to `want` (a kernel that stops its loops
+/// early, as llvmpipe does after 65535 iterations, looks fast and is wrong). Panics with the first wrong output.
+fn check_outputs(name: &str, kernel: &str, y: &Tensor, want: f32, gpu: &Gpu) {
+    let got = block_on(y.read_f32(gpu)).expect("read y");
+    let bound = 1e-3 * want.abs().max(1e-3);
+    if let Some((i, v)) = got.iter().enumerate().find(|(_, v)| (**v - want).abs() > bound) {
+        panic!(
+            "{name} {kernel}: output {i} of {} is {v}, not {want}: the kernel did not compute the product",
+            got.len()
+        );
     }
 }
 
@@ -160,9 +184,10 @@ fn main() {
                 continue;
             }
             let bytes = weight_bytes(ty, rows, k);
+            let want = row_sum(ty, &bytes, rows, k) * X_VALUE;
             let w = SplitWeight::from_bytes(&gpu, "w", rows, k, DType::Ggml(ty), &bytes).expect("upload");
             for &(kernel, tokens) in &kernels {
-                let x = Tensor::from_f32(&gpu, "x", &[tokens, k], &vec![0.01; tokens * k]).expect("x");
+                let x = Tensor::from_f32(&gpu, "x", &[tokens, k], &vec![X_VALUE; tokens * k]).expect("x");
                 let y = Tensor::new(&gpu, "y", &[tokens, rows], DType::F32).expect("y");
                 let dispatches = match kernel {
                     "vec" => matmul_vec(&gpu, &w, &x, &y),
@@ -184,6 +209,7 @@ fn main() {
                 }
                 .expect("dispatches");
                 let (seconds, cpu) = time(&gpu, &dispatches, &y);
+                check_outputs(&name, kernel, &y, want, &gpu);
                 let flops = 2.0 * (rows * k * tokens) as f64;
                 println!(
                     "{label:<26} {:>5} {kernel:>5} {tokens:>4} {:>9.2} {:>9.2} {:>9.2} {:>9}",
