@@ -18,8 +18,9 @@
 // when the device has subgroups, a shared-memory tree otherwise. Math is f32 whatever the storage type.
 //
 // The shape (WORKGROUP_SIZE, ROWS_PER_WG, CACHE_X) is chosen in src/gpu/ops/matmul_vec.rs: few rows per workgroup on
-// a GPU, so that even R1-1.5B's narrowest projections launch thousands of workgroups; many on a software GPU, where
-// each workgroup costs a thread switch and loads of x are dear.
+// a GPU, so that even R1-1.5B's narrowest projections launch thousands of workgroups; on a software GPU many rows
+// (loads of x are dear there) and few invocations (adding up their sums through workgroup memory is dear too), so a
+// workgroup may have fewer invocations than outputs: each writes every WORKGROUP_SIZE-th.
 //
 // The epilogue (src/gpu/ops/matmul.rs, `Epilogue`): the sum of row r goes to column `column + first_row + r` of y,
 // plus bias[first_row + r] (BIAS), added to what y holds there (ACCUMULATE) or replacing it.
@@ -86,12 +87,13 @@ fn store(row0: u32, output: u32, value: f32) {
     }
 }
 
-// The value of output `o` from the workgroup's totals: the sum, or silu(gate) * up.
-fn total_of(sums: array<f32, SUMS>, o: u32) -> f32 {
+// The value of an output from its totals over the workgroup: the sum, or silu(gate) * up (`up` is unused without
+// SILU_MUL).
+fn total_of(sum: f32, up: f32) -> f32 {
 #ifdef SILU_MUL
-    return silu(sums[o]) * sums[OUTPUTS + o];
+    return silu(sum) * up;
 #else
-    return sums[o];
+    return sum;
 #endif
 }
 
@@ -175,15 +177,16 @@ fn matmul_vec(
         }
     }
     workgroupBarrier();
-    if lane < OUTPUTS {
-        var totals: array<f32, SUMS>;
+    // Each invocation writes outputs lane, lane + WORKGROUP_SIZE, ...: a workgroup may have fewer invocations than
+    // outputs (the software shape).
+    for (var o = lane; o < OUTPUTS; o += WORKGROUP_SIZE) {
+        var totals = vec2<f32>(0.0);
         for (var s = 0u; s < SOURCES; s++) {
-            let o = s * OUTPUTS + lane;
             for (var g = 0u; g < num_subgroups; g++) {
-                totals[o] += partial[g * SUMS + o];
+                totals[s] += partial[g * SUMS + s * OUTPUTS + o];
             }
         }
-        store(row0, lane, total_of(totals, lane));
+        store(row0, o, total_of(totals.x, totals.y));
     }
 #else
     for (var o = 0u; o < SUMS; o++) {
@@ -198,13 +201,12 @@ fn matmul_vec(
         }
         workgroupBarrier();
     }
-    if lane < OUTPUTS {
-        var totals: array<f32, SUMS>;
+    for (var o = lane; o < OUTPUTS; o += WORKGROUP_SIZE) {
+        var totals = vec2<f32>(0.0);
         for (var s = 0u; s < SOURCES; s++) {
-            let o = s * OUTPUTS + lane;
-            totals[o] = partial[o * WORKGROUP_SIZE];
+            totals[s] = partial[(s * OUTPUTS + o) * WORKGROUP_SIZE];
         }
-        store(row0, lane, total_of(totals, lane));
+        store(row0, o, total_of(totals.x, totals.y));
     }
 #endif
 }

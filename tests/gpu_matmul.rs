@@ -305,7 +305,7 @@ fn matmul_vec_compiles_the_shape_asked_for() {
     for (ty, w4) in [(GgmlType::Q4_K, true), (GgmlType::Q5_K, true), (GgmlType::Q6_K, false), (GgmlType::Q8_0, false)] {
         let w = Weight::random(&mut rng, ty, 8, 256).upload(&gpu);
         for (shape, tokens, rows) in
-            [(VecShape::Gpu, 1, 2), (VecShape::Gpu, 3, 1), (VecShape::Software, 1, 16), (VecShape::Software, 8, 4)]
+            [(VecShape::Gpu, 1, 2), (VecShape::Gpu, 3, 1), (VecShape::Software, 1, 32), (VecShape::Software, 8, 4)]
         {
             let x = Tensor::new(&gpu, "x", &[tokens, 256], DType::F32).unwrap();
             let y = Tensor::new(&gpu, "y", &[tokens, 8], DType::F32).unwrap();
@@ -316,6 +316,37 @@ fn matmul_vec_compiles_the_shape_asked_for() {
             assert_eq!(d[0].workgroups()[0], 8u32.div_ceil(rows), "{ty} {shape:?} × {tokens}: {line}");
         }
     }
+}
+
+/// Long rows in the software shape: R1-Distill-Qwen-7B's `down` projection (k = 18944, Q4_K) and, F16, rows of
+/// 131072 values (32768 parts of 4), longer than any model's, where 8 invocations of 32 rows would each loop over
+/// 4096 parts × 32 rows: llvmpipe ends an invocation's loops after 65535 iterations in all, silently, so the shape
+/// must take more invocations or fewer rows there. Every output must be the whole sum, for 1 and 3 tokens, on every
+/// device variant.
+#[test]
+fn matmul_vec_in_the_software_shape_handles_the_longest_rows() {
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5EED_0113);
+    let rows = 40;
+    let mut cases = 0;
+    for (device, gpu) in gpus() {
+        for (ty, cols) in [(GgmlType::Q4_K, 18944), (GgmlType::F16, 131072)] {
+            let w = Weight::random(&mut rng, ty, rows, cols);
+            let wt = w.upload(&gpu);
+            for n_tokens in [1, 3] {
+                let (x, x_seen) = activation(&gpu, &[n_tokens, cols], DType::F32, &rng.vec(n_tokens * cols, -1.0, 1.0));
+                let y = Tensor::new(&gpu, "y", &[n_tokens, rows], DType::F32).unwrap();
+                let what = format!("matmul_vec {ty} [{rows}, {cols}] × {n_tokens}, software shape ({device})");
+                let d = matmul_vec_with(&gpu, &wt, &x, &y, Epilogue::default(), VecShape::Software).unwrap();
+                let got = run(&gpu, &d, &y);
+                let (want, scale) = reference(&w, &x_seen, n_tokens);
+                // f32 sums of up to 131072 products: a looser bound than the 512 of the other cases.
+                check_product(&what, rows, &got, &want, &scale, 1e-4);
+                cases += 1;
+            }
+        }
+    }
+    println!("matmul_vec over the longest rows: {cases} cases in {:.2?}", started.elapsed());
 }
 
 /// The fused SwiGLU: `silu(gate · x) ⊙ (up · x)` from gate and up stacked in one weight, in both shapes, for the

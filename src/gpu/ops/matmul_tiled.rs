@@ -32,7 +32,7 @@ const STEP_K: u32 = 32;
 /// Loop iterations one invocation may run in one dispatch on a CPU adapter. Mesa's llvmpipe (lavapipe) ends every
 /// loop of an invocation once they have run 65535 iterations together, silently: a long row on a CPU adapter is
 /// split into dispatches of at most this many iterations (half the limit, for the loops the estimate below leaves out).
-const CPU_LOOP_BUDGET: u32 = 32768;
+pub(super) const CPU_LOOP_BUDGET: u32 = 32768;
 
 /// The geometry of the tiled kernel's workgroups: a tile of `rows × tokens` of y, each invocation computing
 /// `thread_rows × thread_tokens` of it over `1 / k_slices` of every k step.

@@ -7,7 +7,8 @@
 //! to fill every compute unit even for R1-1.5B's narrowest projections), many on a software GPU. Tests force each.
 
 use super::index_u32;
-use super::matmul::{check_product_outputs, nonempty_parts, params8, Epilogue, MAX_VEC_TOKENS};
+use super::matmul::{check_product_outputs, nonempty_parts, params8, weight_type, Epilogue, MAX_VEC_TOKENS};
+use super::matmul_tiled::CPU_LOOP_BUDGET;
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
 use crate::gpu::{Gpu, SplitWeight, Tensor};
 use crate::quant::GgmlType;
@@ -20,10 +21,22 @@ pub enum VecShape {
     /// narrowest projection (K and V, 256 rows each; 2048 rows with Q stacked) launches ~1000 workgroups and its
     /// `down` projection (1536 rows of 8960) 768: several per compute unit on the largest GPUs.
     Gpu,
-    /// Software GPUs (lavapipe, SwiftShader): 64 invocations and 16 rows per workgroup for up to 1 token (4 rows
-    /// from 5 tokens on): each workgroup costs a CPU thread's time, and loads of x, which every workgroup repeats,
-    /// are dear there.
+    /// Software GPUs (lavapipe, SwiftShader): 32 rows per workgroup for one token (fewer for more tokens, down to 4),
+    /// so that the loads of x, which every workgroup repeats and which are dear there, serve many rows; and as few
+    /// invocations as llvmpipe's loop limit allows (8, one SIMD vector of lavapipe; more for long rows), so that adding
+    /// up the invocations' sums through workgroup memory costs little. 1.5–2.4× faster on lavapipe than 64
+    /// invocations × 16 rows at R1-1.5B's projections (`cargo bench --bench kernels -- --f32`).
     Software,
+}
+
+/// The geometry of one `matmul_vec` pipeline: invocations and rows per workgroup, and which operand stays in
+/// registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VecGeometry {
+    workgroup_size: u32,
+    rows_per_workgroup: u32,
+    /// Whether x stays in registers (few tokens) rather than the rows' weights.
+    cache_x: bool,
 }
 
 impl VecShape {
@@ -35,27 +48,42 @@ impl VecShape {
         }
     }
 
-    /// Invocations per workgroup.
-    fn workgroup_size(self) -> u32 {
-        64
-    }
-
-    /// Rows of W per workgroup for `n_tokens` tokens.
-    fn rows_per_workgroup(self, n_tokens: u32) -> u32 {
+    /// The geometry for `n_tokens` tokens and rows of `parts` parts of `part_vecs` vec4s each (dequant.wgsl), with
+    /// `sources` rows per output (2 for the SwiGLU).
+    fn geometry(self, n_tokens: u32, parts: u32, part_vecs: u32, sources: u32) -> VecGeometry {
         match self {
-            VecShape::Gpu if n_tokens == 1 => 2,
-            VecShape::Gpu => 1,
-            VecShape::Software => (16 / n_tokens.max(1)).max(4),
+            VecShape::Gpu => VecGeometry {
+                workgroup_size: 64,
+                rows_per_workgroup: if n_tokens == 1 { 2 } else { 1 },
+                cache_x: n_tokens == 1,
+            },
+            VecShape::Software => {
+                let mut rows = (32 / n_tokens.max(1)).max(4);
+                let mut size = 8;
+                // llvmpipe ends an invocation's loops silently after 65535 iterations in all: more invocations for
+                // long rows, then fewer rows, until an invocation's share fits the budget.
+                while software_loop_iterations(size, rows, n_tokens, parts, part_vecs, sources) > CPU_LOOP_BUDGET {
+                    match (size < 64, rows > 1) {
+                        (true, _) => size *= 2,
+                        (false, true) => rows /= 2,
+                        (false, false) => break,
+                    }
+                }
+                VecGeometry { workgroup_size: size, rows_per_workgroup: rows, cache_x: n_tokens <= rows }
+            }
         }
     }
+}
 
-    /// Whether x stays in registers (few tokens) rather than the rows' weights.
-    fn cache_x(self, n_tokens: u32) -> bool {
-        match self {
-            VecShape::Gpu => n_tokens == 1,
-            VecShape::Software => n_tokens <= self.rows_per_workgroup(n_tokens),
-        }
-    }
+/// An upper estimate of the loop iterations one invocation of the software shape runs: every loop of
+/// `shaders/matmul_vec.wgsl` counted as if the compiler unrolled none of them.
+fn software_loop_iterations(size: u32, rows: u32, n_tokens: u32, parts: u32, part_vecs: u32, sources: u32) -> u32 {
+    // Per part: the loads of x, then per source and row the dequantiser's 4 and the sums over tokens and vec4s.
+    let per_part = 1 + n_tokens * part_vecs + sources * rows * (5 + n_tokens * (1 + part_vecs));
+    // The sums added up across the workgroup and written.
+    let sums = sources * rows * n_tokens;
+    let reduce = sums * (size.ilog2() + 2) + rows * n_tokens;
+    parts.div_ceil(size).saturating_mul(per_part).saturating_add(reduce)
 }
 
 /// The decode kernel: `y[t, r] = Σ_k W[r, k] · x[t, k]` for 1..=[`MAX_VEC_TOKENS`] tokens (the rows of `x`).
@@ -123,14 +151,19 @@ fn vec_dispatches(
     if p.n_tokens as usize > MAX_VEC_TOKENS {
         return Err(err!(Usage, "{op}: {} tokens, at most {MAX_VEC_TOKENS} (use matmul or matmul_tiled)", p.n_tokens));
     }
-    let (size, rows_per_workgroup) = (shape.workgroup_size(), shape.rows_per_workgroup(p.n_tokens));
+    // A part is 32 weights of a quantised type (8 vec4s), a vec4 of a float type (dequant.wgsl).
+    let part_vecs = if weight_type(op, w)?.block_size() == 1 { 1 } else { 8 };
+    let parts = p.k / (4 * part_vecs);
+    let sources = if pair.is_some() { 2 } else { 1 };
+    let geometry = shape.geometry(p.n_tokens, parts, part_vecs, sources);
+    let (size, rows_per_workgroup) = (geometry.workgroup_size, geometry.rows_per_workgroup);
     let w4 = matches!(w.dtype(), crate::gpu::DType::Ggml(GgmlType::Q4_K | GgmlType::Q5_K));
     let mut macros = p
         .macros
         .u32("WORKGROUP_SIZE", size)
         .u32("ROWS_PER_WG", rows_per_workgroup)
         .u32("N_TOKENS", p.n_tokens)
-        .bool("CACHE_X", shape.cache_x(p.n_tokens))
+        .bool("CACHE_X", geometry.cache_x)
         .bool("SILU_MUL", pair.is_some())
         .bool("W4", w4);
     let features = gpu.features();
