@@ -962,8 +962,8 @@ fn grids_beyond_the_per_dimension_limit_are_folded() {
     }
     let started = Instant::now();
     let mut rng = Rng::new(0x5EED_0107);
-    // matmul_vec: up to 16 rows per workgroup, so 16 · (max + 1) rows of one Q8_0 block.
-    let rows = 16 * (max + 1) + 3;
+    // matmul_vec: up to 32 rows per workgroup (the software shape), so 32 · (max + 1) rows of one Q8_0 block.
+    let rows = 32 * (max + 1) + 3;
     let w = Weight::random(&mut rng, GgmlType::Q8_0, rows, 32);
     let wt = w.upload(&gpu);
     let x_data = rng.vec(32, -1.0, 1.0);
