@@ -39,11 +39,12 @@ const SHAPES: [(&str, usize, usize); 8] = [
 /// The types of the Q4_K_M files (Q4_K, Q6_K) and of qwen05's mixed file (Q8_0, Q5_0), and F16.
 const TYPES: [GgmlType; 5] = [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::F16];
 
-/// Weight bytes that dequantise to finite values: every 16-bit word a small positive f16 (0x2000 ≈ 0.0078).
+/// Weight bytes that dequantise to finite values, every row the same: every 16-bit word a small positive f16 (0x2000 ≈
+/// 0.0078), or for F32 a pattern that repeats in every row.
 fn weight_bytes(ty: GgmlType, rows: usize, k: usize) -> Vec<u8> {
     let len = ty.row_bytes(k as u64).expect("whole blocks") as usize * rows;
     match ty {
-        GgmlType::F32 => (0..len / 4).flat_map(|i| (((i % 13) as f32 - 6.0) * 0.01).to_le_bytes()).collect(),
+        GgmlType::F32 => (0..len / 4).flat_map(|i| (((i % k % 13) as f32 - 6.0) * 0.01).to_le_bytes()).collect(),
         _ => (0..len / 2).flat_map(|_| 0x2000u16.to_le_bytes()).collect(),
     }
 }

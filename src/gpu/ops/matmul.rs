@@ -28,6 +28,12 @@ use crate::gpu::{DType, Dispatch, Gpu, Macros, SplitWeight, Tensor, WeightPart};
 use crate::quant::GgmlType;
 use crate::{err, Result};
 
+/// Loop iterations one invocation may run in one dispatch on a CPU adapter, in both kernels. Mesa's llvmpipe
+/// (lavapipe) ends every loop of an invocation once they have run 65535 iterations together, silently: the tiled
+/// kernel splits a long row into dispatches of at most this many iterations, the vector kernel's software shape takes
+/// more invocations or fewer rows (half the limit, for the loops their estimates leave out).
+pub(super) const CPU_LOOP_BUDGET: u32 = 32768;
+
 /// The most tokens [`matmul`] hands to the vector kernel; larger batches take the tiled one.
 pub const MAX_VEC_TOKENS: usize = 8;
 
@@ -74,6 +80,9 @@ pub(super) struct Product {
     pub y_cols: u32,
     /// The epilogue's column offset.
     pub column: u32,
+    /// Whether W is a float type (F32, F16, BF16), read as parts of one vec4, rather than GGML blocks, read as parts
+    /// of 32 weights (dequant.wgsl's `PART_VECS`).
+    pub float_weights: bool,
 }
 
 /// Checks `w`, `x`, `y` and the epilogue for operation `op`.
@@ -150,6 +159,7 @@ pub(super) fn check_product_outputs(
         n_tokens: index_u32(op, "the token count", x.rows())?,
         y_cols: index_u32(op, "a row of y", y.cols())?,
         column: index_u32(op, "the column", column)?,
+        float_weights: ty.block_size() == 1,
     })
 }
 

@@ -21,18 +21,13 @@
 
 use super::index_u32;
 use super::kv_store::check_step;
-use super::matmul::{bindings, check_product, nonempty_parts, params8, weight_type, Epilogue};
+use super::matmul::{bindings, check_product, nonempty_parts, params8, Epilogue, CPU_LOOP_BUDGET};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
 use crate::gpu::{Gpu, SplitWeight, Tensor};
 use crate::{err, Result};
 
 /// Values of k per step of the kernel.
 const STEP_K: u32 = 32;
-
-/// Loop iterations one invocation may run in one dispatch on a CPU adapter. Mesa's llvmpipe (lavapipe) ends every
-/// loop of an invocation once they have run 65535 iterations together, silently: a long row on a CPU adapter is
-/// split into dispatches of at most this many iterations (half the limit, for the loops the estimate below leaves out).
-pub(super) const CPU_LOOP_BUDGET: u32 = 32768;
 
 /// The geometry of the tiled kernel's workgroups: a tile of `rows × tokens` of y, each invocation computing
 /// `thread_rows × thread_tokens` of it over `1 / k_slices` of every k step.
@@ -291,9 +286,8 @@ pub fn matmul_tiled_with(
         .bool("STEP", step.is_some());
     // The k steps, in dispatches of at most `per_dispatch` on a CPU adapter; the later ones add to the first's sums.
     let steps = p.k.div_ceil(STEP_K);
-    let float_weights = weight_type(op, w)?.block_size() == 1;
     let per_dispatch = match cpu_adapter(gpu) {
-        true => (CPU_LOOP_BUDGET / shape.loop_iterations_per_step(float_weights)).max(1),
+        true => (CPU_LOOP_BUDGET / shape.loop_iterations_per_step(p.float_weights)).max(1),
         false => steps,
     };
     let token_tiles = p.n_tokens.div_ceil(shape.tokens);

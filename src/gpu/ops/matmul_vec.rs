@@ -7,8 +7,7 @@
 //! to fill every compute unit even for R1-1.5B's narrowest projections), many on a software GPU. Tests force each.
 
 use super::index_u32;
-use super::matmul::{check_product_outputs, nonempty_parts, params8, weight_type, Epilogue, MAX_VEC_TOKENS};
-use super::matmul_tiled::CPU_LOOP_BUDGET;
+use super::matmul::{check_product_outputs, nonempty_parts, params8, Epilogue, CPU_LOOP_BUDGET, MAX_VEC_TOKENS};
 use crate::gpu::dispatch::{grid, Bind, Dispatch, Launch};
 use crate::gpu::{Gpu, SplitWeight, Tensor};
 use crate::quant::GgmlType;
@@ -152,7 +151,7 @@ fn vec_dispatches(
         return Err(err!(Usage, "{op}: {} tokens, at most {MAX_VEC_TOKENS} (use matmul or matmul_tiled)", p.n_tokens));
     }
     // A part is 32 weights of a quantised type (8 vec4s), a vec4 of a float type (dequant.wgsl).
-    let part_vecs = if weight_type(op, w)?.block_size() == 1 { 1 } else { 8 };
+    let part_vecs = if p.float_weights { 1 } else { 8 };
     let parts = p.k / (4 * part_vecs);
     let sources = if pair.is_some() { 2 } else { 1 };
     let geometry = shape.geometry(p.n_tokens, parts, part_vecs, sources);
